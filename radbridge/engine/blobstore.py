@@ -1,0 +1,126 @@
+"""Content-addressed blob store on disk for payloads too large to keep in the database.
+
+A blob is named by the SHA-256 of its bytes and written once: to a temporary file in
+the same folder tree, fsynced, then renamed into place, so a crash leaves either the
+whole blob or nothing under its name. Content is streamed in and out in chunks and is
+never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from radbridge.errors import BlobNotFound, StoreUnavailable
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """What the database keeps about a blob."""
+
+    sha256: str
+    size: int
+
+
+class BlobStore:
+    """Blobs under `root/ab/cd/<sha256>`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._incoming = root / "incoming"
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        return self.put_chunks([data])
+
+    def put_file(self, source: BinaryIO) -> BlobRef:
+        """Stream an open binary file into the store."""
+        return self.put_chunks(iter(lambda: source.read(CHUNK), b""))
+
+    def put_chunks(self, chunks: Iterable[bytes]) -> BlobRef:
+        """Store the concatenation of `chunks`; an existing identical blob is kept as is."""
+        try:
+            self._incoming.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            size = 0
+            fd, temp_name = tempfile.mkstemp(dir=self._incoming, prefix="blob-")
+            try:
+                with os.fdopen(fd, "wb") as temp:
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        size += len(chunk)
+                        temp.write(chunk)
+                    temp.flush()
+                    os.fsync(temp.fileno())
+                ref = BlobRef(digest.hexdigest(), size)
+                final = self.path(ref.sha256)
+                if final.exists():
+                    os.unlink(temp_name)
+                else:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(temp_name, final)
+                    _fsync_dir(final.parent)
+                return ref
+            except BaseException:
+                if os.path.exists(temp_name):
+                    os.unlink(temp_name)
+                raise
+        except OSError as exc:
+            raise StoreUnavailable(f"blob store cannot write under {self.root}: {exc}") from exc
+
+    def open(self, sha256: str) -> BinaryIO:
+        try:
+            return self.path(sha256).open("rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"no blob {sha256}") from exc
+
+    def iter_chunks(self, sha256: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        with self.open(sha256) as blob:
+            yield from iter(lambda: blob.read(chunk_size), b"")
+
+    def read_bytes(self, sha256: str) -> bytes:
+        """The whole blob: only for content a transformer must see in memory."""
+        with self.open(sha256) as blob:
+            return blob.read()
+
+    def delete(self, sha256: str) -> int:
+        """Remove a blob; returns the bytes freed (0 when it was not there)."""
+        path = self.path(sha256)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            return size
+        except FileNotFoundError:
+            return 0
+
+    def all_hashes(self) -> Iterator[str]:
+        """Every stored blob's hash (for garbage collection of orphans)."""
+        for path in self.root.glob("??/??/*"):
+            if path.is_file() and len(path.name) == 64:
+                yield path.name
+
+    def clean_incoming(self) -> None:
+        """Remove temporary files a crash left behind (none is referenced anywhere)."""
+        if self._incoming.exists():
+            for leftover in self._incoming.iterdir():
+                leftover.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,283 @@
+"""Channel configuration: the pydantic models every channel YAML file must satisfy.
+
+Config is data (ARCHITECTURE principle 6). Every model forbids unknown keys so a typo
+is an error naming the key, not a silently ignored setting. Loading files, mapping
+errors back to YAML lines and cross-file checks live in `config_loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from radbridge.engine.units import ByteSize, Duration
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+"""Channel and destination names: lower case, digits, '-' and '_', at most 63 characters."""
+
+DOTTED_PATH_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+DottedPath = Annotated[str, Field(pattern=DOTTED_PATH_PATTERN)]
+"""A Python callable as 'package.module:function'."""
+
+MESSAGE_FIELDS = ("content", "content_type", "source", "patient_id", "accession", "study_uid")
+"""Fields of a message that filters and ordering keys may name, besides 'metadata.KEY'."""
+
+
+def check_message_field(value: str) -> str:
+    """Accept a message field name or 'metadata.KEY'."""
+    if value in MESSAGE_FIELDS or re.fullmatch(r"metadata\.[\w.-]+", value):
+        return value
+    raise ValueError(f"expected one of {', '.join(MESSAGE_FIELDS)} or metadata.KEY, got {value!r}")
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors, values are not coerced loosely."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- filters and transformers --------------------------------------------------------
+
+
+class FilterRule(StrictModel):
+    """One test on a message field; exactly one operator per rule."""
+
+    field: str
+    equals: str | None = None
+    one_of: list[str] | None = Field(default=None, alias="in")
+    matches: str | None = None
+    contains: str | None = None
+    exists: bool | None = None
+    negate: bool = False
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    _check_field = field_validator("field")(classmethod(lambda cls, v: check_message_field(v)))
+
+    @field_validator("matches")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"expected a regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> FilterRule:
+        given = [
+            name
+            for name in ("equals", "one_of", "matches", "contains", "exists")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one operator of equals, in, matches, contains, exists"
+                f" (got {len(given)})"
+            )
+        return self
+
+
+class FilterConfig(StrictModel):
+    """Which messages go on: rules combined with all/any, or a Python function."""
+
+    mode: Literal["all", "any"] = "all"
+    rules: list[FilterRule] = Field(default_factory=list)
+    function: DottedPath | None = None
+
+    @model_validator(mode="after")
+    def _rules_or_function(self) -> FilterConfig:
+        if bool(self.rules) == bool(self.function):
+            raise ValueError("expected either 'rules' or 'function', not both and not neither")
+        return self
+
+
+class TransformerConfig(StrictModel):
+    """A mapping step: a function registered in radbridge.mappings, or a dotted path."""
+
+    name: str | None = None
+    function: DottedPath | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"function": value} if ":" in value else {"name": value}
+        return value
+
+    @model_validator(mode="after")
+    def _name_or_function(self) -> TransformerConfig:
+        if bool(self.name) == bool(self.function):
+            raise ValueError("expected either 'name' or 'function', not both and not neither")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How this step is named in stage records and errors."""
+        return self.name or self.function or "?"
+
+
+# --- queue policy --------------------------------------------------------------------
+
+
+class BackoffPolicy(StrictModel):
+    """Exponential backoff with jitter between delivery attempts."""
+
+    initial: Duration = 1.0
+    multiplier: float = Field(default=2.0, ge=1.0)
+    max: Duration = 300.0
+    jitter: Duration = 1.0
+
+
+class QueuePolicy(StrictModel):
+    """How one destination's outbox retries, orders and dead-letters deliveries."""
+
+    max_attempts: int = Field(default=10, ge=1, le=10_000)
+    backoff: BackoffPolicy = Field(default_factory=BackoffPolicy)
+    max_age: Duration | None = None
+    ordering_key: str | None = None
+    concurrency: int = Field(default=1, ge=1, le=64)
+    lease: Duration = Field(default=60.0, ge=1.0)
+
+    @field_validator("ordering_key")
+    @classmethod
+    def _known_field(cls, value: str | None) -> str | None:
+        if value is not None and value in ("content", "content_type"):
+            raise ValueError("expected an identifying field (patient_id, accession, metadata.KEY)")
+        return None if value is None else check_message_field(value)
+
+
+# --- destinations --------------------------------------------------------------------
+
+
+class DestinationBase(StrictModel):
+    """What every destination has: a name, an optional filter and a queue policy."""
+
+    name: Name
+    filter: FilterConfig | None = None
+    queue: QueuePolicy = Field(default_factory=QueuePolicy)
+
+
+class NullDestination(DestinationBase):
+    """Accepts and discards: for benchmarks and for channels that only archive."""
+
+    type: Literal["null"]
+
+
+class FileDestination(DestinationBase):
+    """Writes each delivery to a file, atomically, named from its idempotency key."""
+
+    type: Literal["file"]
+    directory: str
+    filename: str = "{idempotency_key}.msg"
+
+    @field_validator("filename")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        allowed = {"idempotency_key", "message_id", "channel", "destination", "generation"}
+        used = set(re.findall(r"{(\w+)}", value))
+        if unknown := used - allowed:
+            raise ValueError(
+                f"unknown placeholder {sorted(unknown)}; expected any of {sorted(allowed)}"
+            )
+        if "/" in value or value.startswith("."):
+            raise ValueError("expected a plain file name without '/' or a leading '.'")
+        return value
+
+
+class HttpDestination(DestinationBase):
+    """POSTs (or PUTs) each delivery with an Idempotency-Key header."""
+
+    type: Literal["http"]
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    method: Literal["POST", "PUT"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 30.0
+    retry_on_status: list[int] = Field(default_factory=lambda: [408, 425, 429, 500, 502, 503, 504])
+
+
+class ChannelDestination(DestinationBase):
+    """Hands the message to another channel whose source is of type 'channel'."""
+
+    type: Literal["channel"]
+    channel: Name
+
+
+DestinationConfig = Annotated[
+    NullDestination | FileDestination | HttpDestination | ChannelDestination,
+    Field(discriminator="type"),
+]
+
+
+# --- sources -------------------------------------------------------------------------
+
+
+class HttpSource(StrictModel):
+    """Messages POSTed to /api/channels/NAME/messages on the API server."""
+
+    type: Literal["http"]
+    max_size: ByteSize = 16 * 2**20
+
+
+class DirectorySource(StrictModel):
+    """Files dropped in a folder; each is stored, then moved aside or deleted."""
+
+    type: Literal["directory"]
+    path: str
+    pattern: str = "*"
+    poll_interval: Duration = 1.0
+    min_age: Duration = 1.0
+    after: Literal["move", "delete"] = "move"
+    move_to: str | None = None
+    content_type: str = "application/octet-stream"
+
+
+class ChannelSource(StrictModel):
+    """Messages handed over by other channels' 'channel' destinations."""
+
+    type: Literal["channel"]
+
+
+SourceConfig = Annotated[
+    HttpSource | DirectorySource | ChannelSource,
+    Field(discriminator="type"),
+]
+
+
+# --- the channel ---------------------------------------------------------------------
+
+
+class ChannelConfig(StrictModel):
+    """One channel: a source, an optional filter, transformers, and its destinations."""
+
+    name: Name
+    description: str = ""
+    enabled: bool = True
+    source: SourceConfig
+    filter: FilterConfig | None = None
+    transformers: list[TransformerConfig] = Field(default_factory=list)
+    destinations: list[DestinationConfig] = Field(min_length=1)
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_destination_names(
+        cls, value: list[DestinationBase]
+    ) -> list[DestinationBase]:
+        seen: set[str] = set()
+        for destination in value:
+            if destination.name in seen:
+                raise ValueError(f"destination name {destination.name!r} is used twice")
+            seen.add(destination.name)
+        return value
+
+    def destination(self, name: str) -> DestinationBase:
+        """The destination called `name` (KeyError when there is none)."""
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise KeyError(name)

@@ -1,0 +1,59 @@
+"""Node settings: where state lives and how this node is reached.
+
+Read once, at start-up, from the command line with the environment as fallback; never
+at import time, so tests and several nodes in one process do not share them by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from radbridge.engine.db import sqlite_url
+
+DEFAULT_DATA_DIR = "radbridge-data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    node_id: str = ""
+    config_paths: tuple[Path, ...] = field(default_factory=tuple)
+    inline_limit: int = 64 * 1024
+    """Content up to this many bytes is kept in the database; larger goes to blobs."""
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        data_dir: str | None = None,
+        database_url: str | None = None,
+        api_host: str | None = None,
+        api_port: int | None = None,
+        node_id: str | None = None,
+        config_paths: tuple[Path, ...] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Command-line values win over RADBRIDGE_* environment variables over defaults."""
+        env = os.environ if environ is None else environ
+        directory = Path(data_dir or env.get("RADBRIDGE_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
+        port = api_port if api_port is not None else int(env.get("RADBRIDGE_API_PORT", "8080"))
+        host = api_host or env.get("RADBRIDGE_API_HOST", "127.0.0.1")
+        return cls(
+            data_dir=directory,
+            database_url=database_url or env.get("RADBRIDGE_DATABASE_URL") or sqlite_url(directory),
+            api_host=host,
+            api_port=port,
+            node_id=node_id or env.get("RADBRIDGE_NODE_ID") or f"{socket.gethostname()}:{port}",
+            config_paths=config_paths,
+        )

@@ -1,0 +1,1 @@
+"""Pure translations between wire content and domain records: no I/O here."""
