@@ -1,0 +1,318 @@
+"""The outbox: one durable queue per destination, claimed with leases.
+
+`claim` leases due deliveries to this node (`FOR UPDATE SKIP LOCKED` on PostgreSQL so
+nodes never take the same one); a lease that expires (its node died) makes the
+delivery due again. For a destination with an ordering key, only the oldest open
+delivery of each key is due, and only once every earlier message of the channel has
+been processed, so per-key order holds across nodes. `OutboxWriter` records outcomes
+in batches on its own thread: sent, retry later (tenacity backoff), dead-lettered,
+or released unsent at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from radbridge.engine import audit, metrics
+from radbridge.engine.db import Database
+from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
+from radbridge.engine.models import Delivery, Message, MessageStage, utcnow
+from radbridge.engine.retry import RetryPolicy
+from radbridge.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+RESPONSE_LIMIT = 64 * 1024
+"""At most this much of a peer's response is kept in the sent stage record."""
+
+
+@dataclass(frozen=True)
+class OutboundDelivery:
+    """A leased delivery with what a destination needs to send it."""
+
+    delivery_id: int
+    message_id: int
+    message_uid: str
+    channel: str
+    destination: str
+    generation: int
+    attempt: int
+    idempotency_key: str
+    content_type: str
+    content: bytes | None
+    blob_sha256: str | None
+    size: int
+    created_at: datetime
+    received_at: datetime
+    patient_id: str | None = None
+    accession: str | None = None
+    study_uid: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivery: OutboundDelivery
+    outcome: Outcome
+    policy: RetryPolicy | None = None
+    response: bytes | None = None
+    detail: str = ""
+    permanent: bool = False
+
+
+class Outbox:
+    """Claims and releases deliveries for one node."""
+
+    def __init__(self, database: Database, node_id: str) -> None:
+        self._database = database
+        self.node_id = node_id
+
+    def claim(
+        self, channel: str, destination: str, *, limit: int, lease_seconds: float, ordered: bool
+    ) -> list[OutboundDelivery]:
+        """Lease up to `limit` due deliveries of one destination to this node."""
+        now = utcnow()
+        with self._database.write() as session:
+            ids = session.execute(_due(channel, destination, now, limit, ordered,
+                                       self._database.is_postgres)).scalars().all()
+            if not ids:
+                return []
+            session.execute(
+                update(Delivery).where(Delivery.id.in_(ids)).values(
+                    status=DeliveryStatus.IN_FLIGHT, lease_owner=self.node_id,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=Delivery.attempts + 1, updated_at=now,
+                )
+            )
+            return _load(session, ids)
+
+    def release_own_leases(self) -> int:
+        """At start-up: what this node's previous run had in flight is due again now."""
+        with self._database.write() as session:
+            result = session.execute(
+                update(Delivery)
+                .where(Delivery.status == DeliveryStatus.IN_FLIGHT,
+                       Delivery.lease_owner == self.node_id)
+                .values(status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None,
+                        next_attempt_at=utcnow())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _due(
+    channel: str, destination: str, now: datetime, limit: int, ordered: bool, postgres: bool
+):  # type: ignore[no-untyped-def]
+    d = Delivery
+    due = or_(
+        and_(d.status == DeliveryStatus.PENDING, d.next_attempt_at <= now),
+        and_(d.status == DeliveryStatus.IN_FLIGHT, d.lease_expires_at < now),
+    )
+    statement = select(d.id).where(d.channel == channel, d.destination == destination, due)
+    if ordered:
+        earlier = aliased(Delivery)
+        earlier_open = exists().where(
+            earlier.channel == d.channel, earlier.destination == d.destination,
+            earlier.ordering_key == d.ordering_key,
+            earlier.status.in_([DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT]),
+            or_(earlier.message_id < d.message_id,
+                and_(earlier.message_id == d.message_id, earlier.id < d.id)),
+        )
+        unprocessed = aliased(Message)
+        unprocessed_before = exists().where(
+            unprocessed.channel == d.channel, unprocessed.status == MessageStatus.RECEIVED,
+            unprocessed.id < d.message_id,
+        )
+        statement = statement.where(
+            or_(d.ordering_key.is_(None), ~earlier_open), ~unprocessed_before
+        ).order_by(d.message_id, d.id)
+    else:
+        statement = statement.order_by(d.next_attempt_at, d.id)
+    statement = statement.limit(limit)
+    if postgres:
+        statement = statement.with_for_update(skip_locked=True, of=Delivery)
+    return statement
+
+
+def _load(session: Session, ids: Sequence[int]) -> list[OutboundDelivery]:
+    rows = session.execute(
+        select(Delivery, Message, MessageStage)
+        .join(Message, Message.id == Delivery.message_id)
+        .join(MessageStage, MessageStage.id == Delivery.content_stage_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.message_id, Delivery.id)
+    ).all()
+    return [
+        OutboundDelivery(
+            delivery_id=d.id, message_id=m.id, message_uid=m.uid, channel=d.channel,
+            destination=d.destination, generation=d.generation, attempt=d.attempts,
+            idempotency_key=d.idempotency_key,
+            content_type=s.content_type or m.content_type,
+            content=None if s.in_blob else (s.content or b""),
+            blob_sha256=s.content_sha256 if s.in_blob else None,
+            size=s.content_size or 0, created_at=d.created_at, received_at=m.received_at,
+            patient_id=m.patient_id, accession=m.accession, study_uid=m.study_uid,
+            metadata=dict(m.meta or {}),
+        )
+        for d, m, s in rows
+    ]
+
+
+class OutboxWriter:
+    """Records delivery outcomes in batches on one thread (see the module docstring)."""
+
+    def __init__(
+        self, database: Database, node_id: str, *, on_commit: Callable[[], None] | None = None
+    ) -> None:
+        self._database = database
+        self._node_id = node_id
+        self._on_commit = on_commit
+        self._queue: queue.Queue[tuple[DeliveryResult, Future[None]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Record everything queued, then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def record(self, result: DeliveryResult) -> Future[None]:
+        future: Future[None] = Future()
+        self._queue.put((result, future))
+        return future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < 256:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[DeliveryResult, Future[None]]]) -> None:
+        for attempt in range(1, 6):
+            try:
+                with self._database.write() as session:
+                    records = [self._apply(session, result) for result, _ in batch]
+                    audit.append(session, [r for r in records if r is not None])
+                break
+            except StoreError as exc:
+                # Not recording an outcome loses nothing: the lease expires and the
+                # delivery is sent again under the same idempotency key.
+                log.warning("recording %d delivery outcomes failed (try %d): %s",
+                            len(batch), attempt, exc)
+                threading.Event().wait(min(5.0, 0.2 * 2**attempt))
+        for _, future in batch:
+            future.set_result(None)
+        if self._on_commit is not None:
+            self._on_commit()
+
+    def _apply(self, session: Session, result: DeliveryResult) -> audit.AuditRecord | None:
+        delivery = result.delivery
+        now = utcnow()
+        mine = and_(Delivery.id == delivery.delivery_id,
+                    Delivery.status == DeliveryStatus.IN_FLIGHT,
+                    Delivery.lease_owner == self._node_id)
+        if result.outcome is Outcome.RELEASED:
+            session.execute(update(Delivery).where(mine).values(
+                status=DeliveryStatus.PENDING, attempts=Delivery.attempts - 1,
+                lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now))
+            return None
+        if result.outcome is Outcome.SENT:
+            return _apply_sent(session, mine, result, now)
+        return _apply_failed(session, mine, result, now)
+
+
+def _apply_sent(session: Session, mine, result: DeliveryResult, now: datetime):  # type: ignore[no-untyped-def]
+    delivery = result.delivery
+    changed = session.execute(update(Delivery).where(mine).values(
+        status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_expires_at=None,
+        last_error=None, updated_at=now)).rowcount
+    if not changed:
+        log.warning("delivery %s was sent after its lease passed to another node; the peer "
+                    "may see it twice under key %s", delivery.delivery_id, delivery.idempotency_key)
+        return None
+    response = (result.response or b"")[:RESPONSE_LIMIT]
+    session.add(MessageStage(
+        message_id=delivery.message_id, generation=delivery.generation, stage=StageKind.SENT,
+        destination=delivery.destination, at=now, content=response or None,
+        content_size=len(response) if response else None, detail=result.detail[:2000] or None,
+    ))
+    metrics.DELIVERIES_SENT.labels(delivery.channel, delivery.destination).inc()
+    metrics.END_TO_END_LATENCY.labels(delivery.channel, delivery.destination).observe(
+        (now - delivery.received_at).total_seconds())
+    return _event(delivery, "delivery.sent", "success", {"attempt": delivery.attempt})
+
+
+def _apply_failed(session: Session, mine, result: DeliveryResult, now: datetime):  # type: ignore[no-untyped-def]
+    delivery = result.delivery
+    if result.policy is None:
+        raise ValueError(f"a failed result for delivery {delivery.delivery_id} has no policy")
+    decision = result.policy.after_failure(
+        attempt=delivery.attempt, created_at=delivery.created_at, now=now,
+        permanent=result.permanent)
+    error = result.detail[:2000]
+    if decision.retry:
+        values = {"status": DeliveryStatus.PENDING, "next_attempt_at": decision.next_attempt_at}
+    else:
+        values = {"status": DeliveryStatus.DEAD}
+    changed = session.execute(update(Delivery).where(mine).values(
+        **values, last_error=error, lease_owner=None, lease_expires_at=None,
+        updated_at=now)).rowcount
+    if not changed:
+        return None
+    outcome = "retry" if decision.retry else "dead"
+    metrics.DELIVERY_FAILURES.labels(delivery.channel, delivery.destination, outcome).inc()
+    if not decision.retry:
+        session.add(MessageStage(
+            message_id=delivery.message_id, generation=delivery.generation,
+            stage=StageKind.ERRORED, destination=delivery.destination, at=now,
+            detail=f"dead-lettered ({decision.reason}): {error}"[:2000]))
+    detail: dict[str, object] = {"attempt": delivery.attempt, "error": error[:500],
+                                 "decision": decision.reason}
+    if decision.next_attempt_at is not None:
+        detail["next_attempt_at"] = decision.next_attempt_at.isoformat()
+    return _event(delivery, "delivery.failed", outcome, detail)
+
+
+def _event(
+    delivery: OutboundDelivery, action: str, outcome: str, detail: dict[str, object]
+) -> audit.AuditRecord:
+    return audit.AuditRecord(
+        action=action, outcome=outcome, actor="engine", channel=delivery.channel,
+        message_id=delivery.message_id, patient_id=delivery.patient_id,
+        accession=delivery.accession, study_uid=delivery.study_uid,
+        detail={"destination": delivery.destination, "delivery_id": delivery.delivery_id,
+                "idempotency_key": delivery.idempotency_key, **detail},
+    )
+

@@ -1,0 +1,259 @@
+"""Receiving: persist first, acknowledge after, and commit many messages at once.
+
+Sources hand an `Inbound` to `GroupCommitter.receive` and acknowledge only when it
+returns a `Receipt`: by then the message, its received-stage record and its audit
+event are committed. One thread drains everything that arrived while the previous
+commit ran into the next transaction (group commit), so durability costs one fsync per
+batch rather than per message. A failed commit fails every message of that batch, so
+none is acknowledged; the next batch tries again, which is how a source recovers when
+the database or the disk comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from radbridge.engine import audit, metrics
+from radbridge.engine.blobstore import BlobRef, BlobStore
+from radbridge.engine.db import Database
+from radbridge.engine.lifecycle import MessageStatus, StageKind
+from radbridge.engine.models import Message, MessageStage
+from radbridge.errors import StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message as a source hands it over: inline bytes, or a blob already stored."""
+
+    channel: str
+    content_type: str
+    source: str
+    content: bytes | None = None
+    blob: BlobRef | None = None
+    dedup_key: str | None = None
+    patient_id: str | None = None
+    accession: str | None = None
+    study_uid: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.content is None) == (self.blob is None):
+            raise ValueError("an Inbound carries either content or a blob, exactly one")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof of a commit: the source may acknowledge now."""
+
+    message_id: int
+    uid: str
+    duplicate: bool
+
+
+@dataclass
+class _Pending:
+    inbound: Inbound
+    future: Future[Receipt]
+
+
+class GroupCommitter:
+    """Commits received messages in batches on one thread; see the module docstring."""
+
+    def __init__(
+        self,
+        database: Database,
+        blobs: BlobStore,
+        *,
+        inline_limit: int,
+        max_batch: int = 256,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._database = database
+        self._blobs = blobs
+        self._inline_limit = inline_limit
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def submit(self, inbound: Inbound) -> Future[Receipt]:
+        """Queue for the next commit; large inline content is moved to the blob store first."""
+        if self._thread is None:
+            raise StoreUnavailable("the receiver is not running")
+        if inbound.content is not None and len(inbound.content) > self._inline_limit:
+            ref = self._blobs.put_bytes(inbound.content)
+            inbound = _with_blob(inbound, ref)
+        future: Future[Receipt] = Future()
+        self._queue.put(_Pending(inbound, future))
+        return future
+
+    async def receive(self, inbound: Inbound) -> Receipt:
+        """Store `inbound` durably; raises StoreUnavailable when it could not be stored."""
+        if inbound.content is not None and len(inbound.content) > self._inline_limit:
+            ref = await asyncio.to_thread(self._blobs.put_bytes, inbound.content)
+            inbound = _with_blob(inbound, ref)
+        return await asyncio.wrap_future(self.submit(inbound))
+
+    def receive_sync(self, inbound: Inbound) -> Receipt:
+        return self.submit(inbound).result()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            receipts = self._store(batch)
+        except IntegrityError:
+            # Another node stored one of these dedup keys since we looked: take them
+            # one at a time so each duplicate resolves to the row that won.
+            receipts = []
+            for pending in batch:
+                try:
+                    receipts.extend(self._store([pending]))
+                except (StoreError, IntegrityError) as exc:
+                    pending.future.set_exception(_unavailable(exc))
+                    receipts.append(None)
+        except StoreError as exc:
+            log.warning("commit of %d received messages failed: %s", len(batch), exc)
+            for pending in batch:
+                pending.future.set_exception(exc)
+            return
+        metrics.COMMIT_BATCH_SIZE.observe(len(batch))
+        for pending, receipt in zip(batch, receipts, strict=True):
+            if receipt is not None:
+                pending.future.set_result(receipt)
+                if not receipt.duplicate:
+                    metrics.MESSAGES_RECEIVED.labels(pending.inbound.channel).inc()
+        if self._on_commit is not None:
+            self._on_commit()
+
+    def _store(self, batch: Sequence[_Pending]) -> list[Receipt | None]:
+        with self._database.write() as session:
+            known = _existing_dedup(session, [p.inbound for p in batch])
+            receipts: list[Receipt | None] = []
+            records: list[audit.AuditRecord] = []
+            for pending in batch:
+                inbound = pending.inbound
+                key = (inbound.channel, inbound.dedup_key)
+                if inbound.dedup_key is not None and key in known:
+                    receipts.append(known[key])
+                    continue
+                message = _insert_message(session, inbound)
+                receipt = Receipt(message.id, message.uid, duplicate=False)
+                if inbound.dedup_key is not None:
+                    known[key] = Receipt(message.id, message.uid, duplicate=True)
+                receipts.append(receipt)
+                records.append(_received_event(message, inbound))
+            audit.append(session, records)
+        return receipts
+
+
+def _with_blob(inbound: Inbound, ref: BlobRef) -> Inbound:
+    return Inbound(**{**inbound.__dict__, "content": None, "blob": ref})
+
+
+def _existing_dedup(
+    session: Session, inbounds: Sequence[Inbound]
+) -> dict[tuple[str, str | None], Receipt]:
+    keys = {(i.channel, i.dedup_key) for i in inbounds if i.dedup_key is not None}
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(Message.channel, Message.dedup_key, Message.id, Message.uid).where(
+            tuple_(Message.channel, Message.dedup_key).in_(list(keys))
+        )
+    )
+    return {(c, k): Receipt(i, u, duplicate=True) for c, k, i, u in rows}
+
+
+def _insert_message(session: Session, inbound: Inbound) -> Message:
+    message = Message(
+        uid=uuid.uuid4().hex,
+        channel=inbound.channel,
+        status=MessageStatus.RECEIVED,
+        generation=0,
+        source=inbound.source[:255],
+        content_type=inbound.content_type[:127],
+        dedup_key=inbound.dedup_key,
+        patient_id=inbound.patient_id,
+        accession=inbound.accession,
+        study_uid=inbound.study_uid,
+        meta=dict(inbound.metadata),
+        attempts=0,
+    )
+    session.add(message)
+    session.flush()
+    session.add(received_stage(message.id, inbound))
+    return message
+
+
+def received_stage(message_id: int, inbound: Inbound) -> MessageStage:
+    """The stage record that keeps the content exactly as it arrived."""
+    if inbound.blob is not None:
+        return MessageStage(
+            message_id=message_id, generation=0, stage=StageKind.RECEIVED,
+            content_type=inbound.content_type, in_blob=True,
+            content_sha256=inbound.blob.sha256, content_size=inbound.blob.size,
+        )
+    content = inbound.content or b""
+    return MessageStage(
+        message_id=message_id, generation=0, stage=StageKind.RECEIVED,
+        content_type=inbound.content_type, content=content, in_blob=False,
+        content_sha256=hashlib.sha256(content).hexdigest(), content_size=len(content),
+    )
+
+
+def _received_event(message: Message, inbound: Inbound) -> audit.AuditRecord:
+    size = inbound.blob.size if inbound.blob else len(inbound.content or b"")
+    return audit.AuditRecord(
+        action="message.received", actor=f"source:{inbound.source[:100]}",
+        channel=message.channel, message_id=message.id, patient_id=message.patient_id,
+        accession=message.accession, study_uid=message.study_uid,
+        detail={"uid": message.uid, "size": size, "content_type": message.content_type},
+    )
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    return StoreUnavailable(f"could not store the message: {exc}")

@@ -1,0 +1,170 @@
+"""A Radbridge node: the channels deployed in one process, and their workers.
+
+Start-up order: migrate the store, release what this node's previous run left in
+flight, record the config load in the audit ledger, then start the receiver, the
+processor, one delivery worker per destination, and the sources. Shutdown runs the
+other way: sources stop first (nothing new is acknowledged), the processor finishes its
+batch, workers stop claiming and let sends in flight finish, unsent claims are
+released, and the writers commit what they hold. Whatever a crash interrupts instead
+is picked up on restart (or by another node when leases expire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+
+from radbridge.engine import audit
+from radbridge.engine.adapters import AdapterContext, Source, build_destination, build_source
+from radbridge.engine.blobstore import BlobStore
+from radbridge.engine.config import ChannelConfig
+from radbridge.engine.db import Database
+from radbridge.engine.dispatcher import DeliveryWorker
+from radbridge.engine.migrate import upgrade
+from radbridge.engine.outbox import Outbox, OutboxWriter
+from radbridge.engine.pipeline import ChannelPipeline
+from radbridge.engine.processor import Processor
+from radbridge.engine.receiver import GroupCommitter, Inbound, Receipt
+from radbridge.engine.settings import Settings
+from radbridge.errors import UnknownChannel
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """Runs a set of channels against one store; several nodes may share PostgreSQL."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        channels: Sequence[ChannelConfig],
+        *,
+        poll_interval: float = 0.5,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.channels = {c.name: c for c in channels if c.enabled}
+        self.database = Database(settings.database_url)
+        self.blobs = BlobStore(settings.blob_dir)
+        self.pipelines = {name: ChannelPipeline(c) for name, c in self.channels.items()}
+        self._poll = poll_interval
+        self._drain_timeout = drain_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._processed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.receiver = GroupCommitter(self.database, self.blobs,
+                                       inline_limit=settings.inline_limit,
+                                       on_commit=self._wake_processor)
+        self.outbox = Outbox(self.database, settings.node_id)
+        self.writer = OutboxWriter(self.database, settings.node_id, on_commit=self._wake_workers)
+        self.processor = Processor(self.database, self.blobs, self.pipelines,
+                                   inline_limit=settings.inline_limit)
+        self.context = AdapterContext(settings.data_dir, self.blobs, settings.inline_limit,
+                                      self.receive)
+        self.workers: list[DeliveryWorker] = []
+        self.sources: list[Source] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = False
+
+    async def receive(self, inbound: Inbound) -> Receipt:
+        """Store a message for a deployed channel; the caller acknowledges afterwards."""
+        if inbound.channel not in self.pipelines:
+            raise UnknownChannel(f"no deployed channel named {inbound.channel!r}")
+        return await self.receiver.receive(inbound)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(upgrade, self.database)
+        released = await asyncio.to_thread(self.outbox.release_own_leases)
+        if released:
+            log.info("released %d deliveries this node had in flight before it stopped", released)
+        await asyncio.to_thread(audit.append_now, self.database, self._config_events())
+        self.receiver.start()
+        self.writer.start()
+        for channel in self.channels.values():
+            for destination in channel.destinations:
+                adapter = build_destination(destination, self.context)
+                self.workers.append(DeliveryWorker(channel.name, destination, adapter,
+                                                   self.outbox, self.writer,
+                                                   poll_interval=self._poll))
+        self._tasks.append(asyncio.create_task(self._process_loop(), name="processor"))
+        self._tasks += [asyncio.create_task(w.run(), name=f"deliver:{w.channel}/{w.config.name}")
+                        for w in self.workers]
+        for name, channel in self.channels.items():
+            source = build_source(name, channel.source, self.context)
+            if source is not None:
+                await source.start()
+                self.sources.append(source)
+        self.ready = True
+        log.info("node %s started: %d channel(s), %d destination worker(s)",
+                 self.settings.node_id, len(self.channels), len(self.workers))
+
+    async def stop(self) -> None:
+        """Graceful shutdown; see the module docstring for the order."""
+        self.ready = False
+        for source in self.sources:
+            await source.stop()
+        self._stopping.set()
+        for worker in self.workers:
+            worker.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(w.drain(self._drain_timeout) for w in self.workers))
+        await asyncio.to_thread(self.receiver.stop)
+        await asyncio.to_thread(self.writer.stop)
+        self.database.dispose()
+        log.info("node %s stopped", self.settings.node_id)
+
+    async def _process_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                handled = await asyncio.to_thread(self.processor.process_batch)
+            except Exception:  # the store is down or a bug: keep the node alive, try again
+                log.exception("processing a batch failed; retrying")
+                handled = 0
+                await asyncio.sleep(1.0)
+            if handled:
+                self._wake_workers()
+                continue
+            self._processed.clear()
+            try:
+                await asyncio.wait_for(self._processed.wait(), timeout=self._poll)
+            except TimeoutError:
+                pass
+
+    def _wake_processor(self) -> None:
+        """Called from the receiver's thread after each commit."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._processed.set)
+
+    def wake(self) -> None:
+        """Look for work now (after a reprocess or retry through the API)."""
+        self._wake_processor()
+        self._wake_workers()
+
+    def _wake_workers(self) -> None:
+        if self._loop is None or self._loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for worker in self.workers:
+            if running is self._loop:
+                worker.wake()
+            else:
+                self._loop.call_soon_threadsafe(worker.wake)
+
+    def _config_events(self) -> list[audit.AuditRecord]:
+        events = []
+        for name, channel in self.channels.items():
+            document = json.dumps(channel.model_dump(mode="json", by_alias=True), sort_keys=True)
+            events.append(audit.AuditRecord(
+                action="config.loaded", actor=f"node:{self.settings.node_id}", channel=name,
+                detail={"sha256": hashlib.sha256(document.encode()).hexdigest(),
+                        "destinations": [d.name for d in channel.destinations]},
+            ))
+        return events

@@ -1,0 +1,101 @@
+"""`radbridge run`: deploy channels and serve the API until SIGTERM/SIGINT.
+
+With no --config it deploys the channels shipped in radbridge/channels/default. On a
+signal it stops accepting, drains deliveries in flight and exits 0; a second SIGINT
+stops at once (what was acknowledged is still safe in the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from radbridge.channels import DEFAULT_DIR
+from radbridge.engine.config_loader import load_channels
+from radbridge.engine.runtime import Node
+from radbridge.engine.settings import Settings
+from radbridge.errors import ConfigError
+from radbridge.interfaces.api import ApiContext, create_app
+from radbridge.interfaces.cli.common import add_store_options_to
+
+log = logging.getLogger("radbridge")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("run", help="deploy channels and serve the API")
+    parser.add_argument("--config", "-c", action="append", type=Path, default=[],
+                        metavar="PATH", help="channel file or folder (repeatable; default: "
+                        "the shipped default channels)")
+    add_store_options_to(parser)
+    parser.add_argument("--host", help="API bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="API port (default 8080)")
+    parser.add_argument("--node-id", help="this node's name in leases and the audit ledger "
+                        "(default host:port; keep it stable across restarts)")
+    parser.add_argument("--drain-timeout", type=float, default=30.0,
+                        help="seconds to let sends in flight finish at shutdown")
+    parser.add_argument("--log-level", default="INFO")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    paths = tuple(args.config) or (DEFAULT_DIR,)
+    try:
+        channels = load_channels(list(paths))
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"radbridge run: {len(exc.issues)} config problem(s); nothing started",
+              file=sys.stderr)
+        return 1
+    settings = Settings.resolve(
+        data_dir=args.data_dir, database_url=args.database_url, api_host=args.host,
+        api_port=args.port, node_id=args.node_id, config_paths=paths,
+    )
+    import radbridge.interfaces.adapters  # noqa: F401  (registers file, http, directory)
+
+    asyncio.run(_serve(settings, channels, args.drain_timeout))
+    return 0
+
+
+async def _serve(settings: Settings, channels: list, drain_timeout: float) -> None:  # type: ignore[type-arg]
+    node = Node(settings, channels, drain_timeout=drain_timeout)
+    await node.start()
+    context = ApiContext(
+        database=node.database, blobs=node.blobs, channels=node.channels,
+        node_id=settings.node_id, inline_limit=settings.inline_limit,
+        is_ready=lambda: node.ready, receive=node.receive, wake=node.wake,
+    )
+    server = _Server(uvicorn.Config(
+        create_app(context), host=settings.api_host, port=settings.api_port,
+        log_level="warning", lifespan="on",
+    ))
+    log.info("API on http://%s:%d, data in %s, store %s", settings.api_host, settings.api_port,
+             settings.data_dir, node.database.dialect)
+    try:
+        await server.serve()
+    finally:
+        await node.stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the signal after serving, which would kill the drain: not here."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
