@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from radbridge.errors import BlobNotFound, StoreUnavailable
 
 CHUNK = 1 << 20
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -50,33 +51,48 @@ class BlobStore:
         return self.put_chunks(iter(lambda: source.read(CHUNK), b""))
 
     def put_chunks(self, chunks: Iterable[bytes]) -> BlobRef:
-        """Store the concatenation of `chunks`; an existing identical blob is kept as is."""
+        """Store the concatenation of `chunks`; an existing identical blob is kept as is.
+
+        Errors raised by `chunks` itself (the sender went away) pass through unchanged;
+        failures of the store's own disk become StoreUnavailable. Either way the
+        temporary file is removed.
+        """
+        temp = self._temp_file()
         try:
-            self._incoming.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
             size = 0
-            fd, temp_name = tempfile.mkstemp(dir=self._incoming, prefix="blob-")
-            try:
-                with os.fdopen(fd, "wb") as temp:
-                    for chunk in chunks:
-                        digest.update(chunk)
-                        size += len(chunk)
-                        temp.write(chunk)
-                    temp.flush()
-                    os.fsync(temp.fileno())
-                ref = BlobRef(digest.hexdigest(), size)
-                final = self.path(ref.sha256)
-                if final.exists():
-                    os.unlink(temp_name)
-                else:
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(temp_name, final)
-                    _fsync_dir(final.parent)
-                return ref
-            except BaseException:
-                if os.path.exists(temp_name):
-                    os.unlink(temp_name)
-                raise
+            with temp.open("wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    self._disk(out.write, chunk)
+                self._disk(out.flush)
+                self._disk(os.fsync, out.fileno())
+            ref = BlobRef(digest.hexdigest(), size)
+            final = self.path(ref.sha256)
+            if final.exists():
+                temp.unlink()
+            else:
+                self._disk(final.parent.mkdir, parents=True, exist_ok=True)
+                self._disk(os.replace, temp, final)
+                self._disk(_fsync_dir, final.parent)
+            return ref
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _temp_file(self) -> Path:
+        def make() -> Path:
+            self._incoming.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._incoming, prefix="blob-")
+            os.close(fd)
+            return Path(name)
+
+        return self._disk(make)
+
+    def _disk(self, operation: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+        """Run one file operation of the store, translating OSError at this boundary."""
+        try:
+            return operation(*args, **kwargs)
         except OSError as exc:
             raise StoreUnavailable(f"blob store cannot write under {self.root}: {exc}") from exc
 

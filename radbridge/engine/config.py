@@ -263,6 +263,18 @@ class ChannelConfig(StrictModel):
     transformers: list[TransformerConfig] = Field(default_factory=list)
     destinations: list[DestinationConfig] = Field(min_length=1)
 
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _bare_null_type(cls, value: Any) -> Any:
+        """YAML reads `type: null` as no value; it can only mean the null destination."""
+        if isinstance(value, list):
+            return [
+                {**item, "type": "null"} if isinstance(item, dict) and "type" in item
+                and item["type"] is None else item
+                for item in value
+            ]
+        return value
+
     @field_validator("destinations")
     @classmethod
     def _unique_destination_names(
