@@ -1,0 +1,504 @@
+"""The HTTP API: health, channels and their statistics, messages, replay, audit, metrics.
+
+Also the `http` channel source: POST /api/channels/NAME/messages stores the body and
+answers 202 only once it is committed. Every read of PHI (a message's metadata or
+content, a list of messages, the audit trail) appends an audit event before the answer
+leaves. Database work runs in worker threads, never on the event loop. Errors answer
+JSON `{"error": "..."}` with the status code that says what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.from_thread
+import anyio.to_thread
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from radbridge.engine import audit, queries, replay
+from radbridge.engine.blobstore import BlobRef, BlobStore
+from radbridge.engine.config import ChannelConfig, HttpSource
+from radbridge.engine.db import Database
+from radbridge.engine.lifecycle import MessageStatus
+from radbridge.engine.metrics import StoreCollector, register_store_collector
+from radbridge.engine.models import Message
+from radbridge.engine.receiver import Inbound, Receipt
+from radbridge.errors import NotFound, StoreError, StoreUnavailable, UnknownChannel
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+MAX_ID = 2**63 - 1
+MESSAGE_PAGE = 500
+AUDIT_PAGE = 1000
+
+
+@dataclass
+class ApiContext:
+    """What the API serves from; the runtime builds one per node."""
+
+    database: Database
+    blobs: BlobStore
+    channels: Mapping[str, ChannelConfig]
+    node_id: str
+    inline_limit: int
+    is_ready: Callable[[], bool] = lambda: True
+    receive: Callable[[Inbound], Awaitable[Receipt]] | None = None
+    """Stores an inbound message durably (the node's group committer); None: no http source."""
+    registry: CollectorRegistry = field(default_factory=lambda: REGISTRY)
+    content_limit: int = queries.DEFAULT_CONTENT_LIMIT
+    """Bytes of each stage's content that GET /api/messages/ID?content=true shows."""
+    wake: Callable[[], None] | None = None
+    """Called after a reprocess or retry so that workers look for work at once."""
+    store_metrics: bool = True
+    """Register the queue gauges (StoreCollector) on `registry` while the app runs."""
+
+
+class ApiError(Exception):
+    """An answer other than success, with the reason the client sees."""
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = dict(headers or {})
+
+
+# --- request helpers -----------------------------------------------------------------
+
+
+def _context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+def _client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _actor(request: Request) -> str:
+    return f"api:{_client_host(request)}"
+
+
+def _params(request: Request, allowed: tuple[str, ...]) -> QueryParams:
+    """The query parameters, refusing any not in `allowed` (a typo is not ignored)."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r}; expected any of "
+                            f"{', '.join(allowed)}")
+    return request.query_params
+
+
+def _int(params: QueryParams, name: str, *, default: int | None = None,
+         maximum: int = MAX_ID) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name!r}: expected an integer, got {raw!r}") from None
+    if not 1 <= value <= maximum:
+        raise ApiError(400, f"query parameter {name!r}: expected 1 to {maximum}, got {value}")
+    return value
+
+
+def _time(params: QueryParams, name: str) -> datetime | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name!r}: expected an ISO 8601 time such as "
+                            f"2025-01-31T08:00:00Z, got {raw!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _bool(params: QueryParams, name: str) -> bool:
+    raw = (params.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ApiError(400, f"query parameter {name!r}: expected true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
+
+
+def _message_id(request: Request) -> int:
+    message_id: int = request.path_params["message_id"]
+    if not 1 <= message_id <= MAX_ID:
+        raise NotFound(f"no message {message_id}")
+    return message_id
+
+
+def _channel(request: Request) -> ChannelConfig:
+    name: str = request.path_params["name"]
+    channel = _context(request).channels.get(name)
+    if channel is None:
+        raise UnknownChannel(f"no channel {name!r} is deployed")
+    return channel
+
+
+# --- health, readiness, metrics ------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "node_id": _context(request).node_id})
+
+
+async def ready(request: Request) -> Response:
+    context = _context(request)
+    if not context.is_ready():
+        raise ApiError(503, "the node is not ready", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if not await run_in_threadpool(context.database.ping):
+        raise ApiError(503, "the store does not answer", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return JSONResponse({"status": "ready", "node_id": context.node_id})
+
+
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(generate_latest, _context(request).registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+# --- channels ------------------------------------------------------------------------
+
+
+def _channel_view(channel: ChannelConfig, statistics: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": channel.name,
+        "description": channel.description,
+        "enabled": channel.enabled,
+        "source": channel.source.type,
+        "destinations": [
+            {"name": destination.name, "type": getattr(destination, "type", None)}
+            for destination in channel.destinations
+        ],
+        "statistics": statistics,
+    }
+
+
+def _statistics(database: Database, channels: list[ChannelConfig]) -> dict[str, Any]:
+    destinations = {c.name: [d.name for d in c.destinations] for c in channels}
+    with database.read() as session:
+        return queries.channel_statistics(session, list(destinations), destinations=destinations)
+
+
+async def list_channels(request: Request) -> Response:
+    _params(request, ())
+    context = _context(request)
+    channels = [context.channels[name] for name in sorted(context.channels)]
+    stats = await run_in_threadpool(_statistics, context.database, channels)
+    return JSONResponse({"channels": [_channel_view(c, stats[c.name]) for c in channels]})
+
+
+async def get_channel(request: Request) -> Response:
+    _params(request, ())
+    channel = _channel(request)
+    stats = await run_in_threadpool(_statistics, _context(request).database, [channel])
+    return JSONResponse(_channel_view(channel, stats[channel.name]))
+
+
+# --- the http source -----------------------------------------------------------------
+
+
+async def post_message(request: Request) -> Response:
+    """Store the body as a message of an `http`-source channel; 202 once committed."""
+    context = _context(request)
+    channel = _channel(request)
+    if not isinstance(channel.source, HttpSource):
+        raise ApiError(409, f"channel {channel.name!r} takes messages from its "
+                            f"{channel.source.type} source, not over HTTP")
+    if not channel.enabled:
+        raise ApiError(409, f"channel {channel.name!r} is disabled")
+    if context.receive is None:
+        raise ApiError(503, "this node does not receive messages",
+                       {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    max_size = channel.source.max_size
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_size:
+        raise _too_large(max_size)
+    dedup_key = request.headers.get("idempotency-key")
+    if dedup_key is not None and not 1 <= len(dedup_key) <= 255:
+        raise ApiError(400, "header 'Idempotency-Key': expected 1 to 255 characters")
+    content_type = request.headers.get("content-type") or "application/octet-stream"
+    if len(content_type) > 127:
+        raise ApiError(400, "header 'Content-Type': expected at most 127 characters")
+    content, blob = await _read_body(request, context.blobs, context.inline_limit, max_size)
+    receipt = await context.receive(Inbound(
+        channel=channel.name, content_type=content_type, source=f"http:{_client_host(request)}",
+        content=content, blob=blob, dedup_key=dedup_key,
+    ))
+    return JSONResponse(
+        {"message_id": receipt.message_id, "uid": receipt.uid, "duplicate": receipt.duplicate},
+        status_code=202,
+    )
+
+
+def _too_large(max_size: int) -> ApiError:
+    return ApiError(413, f"the body is larger than this channel's max_size ({max_size} bytes)")
+
+
+async def _read_body(
+    request: Request, blobs: BlobStore, inline_limit: int, max_size: int
+) -> tuple[bytes | None, BlobRef | None]:
+    """The body inline when it is at most `inline_limit` bytes, else streamed to a blob.
+
+    At most `inline_limit` plus one chunk is held in memory; a body past `max_size`
+    raises 413 as soon as it gets there (the partial blob is removed).
+    """
+    chunks = request.stream()
+    buffered = bytearray()
+    while len(buffered) <= inline_limit:
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            return bytes(buffered), None
+        buffered += chunk
+        if len(buffered) > max_size:
+            raise _too_large(max_size)
+    first = bytes(buffered)
+    del buffered
+    ref = await anyio.to_thread.run_sync(
+        blobs.put_chunks, _chunks_from_loop(first, chunks, max_size)
+    )
+    return None, ref
+
+
+def _chunks_from_loop(first: bytes, chunks: AsyncIterator[bytes], max_size: int) -> Iterator[bytes]:
+    """Runs in a worker thread: pulls the rest of the body from the event loop."""
+    yield first
+    size = len(first)
+    while (chunk := anyio.from_thread.run(_next_chunk, chunks)) is not None:
+        size += len(chunk)
+        if size > max_size:
+            raise _too_large(max_size)
+        yield chunk
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+    return await anext(chunks, None)
+
+
+# --- messages ------------------------------------------------------------------------
+
+
+async def list_messages(request: Request) -> Response:
+    params = _params(request, ("channel", "status", "before_id", "limit"))
+    status = params.get("status") or None
+    if status is not None and status not in set(MessageStatus):
+        raise ApiError(400, f"query parameter 'status': expected one of "
+                            f"{', '.join(MessageStatus)}, got {status!r}")
+    channel = params.get("channel") or None
+    before_id = _int(params, "before_id")
+    limit = _int(params, "limit", default=50, maximum=MESSAGE_PAGE) or 50
+    context, actor = _context(request), _actor(request)
+
+    def work() -> list[dict[str, Any]]:
+        with context.database.read() as session:
+            rows = queries.list_messages(
+                session, channel=channel, status=status, before_id=before_id, limit=limit
+            )
+        audit.append_now(context.database, [audit.AuditRecord(
+            action="message.listed", actor=actor, channel=channel,
+            detail={"filters": {k: v for k, v in params.items() if v},
+                    "message_ids": [row["id"] for row in rows]},
+        )])
+        return rows
+
+    rows = await run_in_threadpool(work)
+    next_before_id = rows[-1]["id"] if len(rows) == limit else None
+    return JSONResponse({"messages": rows, "next_before_id": next_before_id})
+
+
+async def get_message(request: Request) -> Response:
+    include_content = _bool(_params(request, ("content",)), "content")
+    message_id = _message_id(request)
+    context, actor = _context(request), _actor(request)
+
+    def work() -> dict[str, Any]:
+        with context.database.read() as session:
+            detail = queries.message_detail(
+                session, message_id, include_content=include_content,
+                blobs=context.blobs, content_limit=context.content_limit,
+            )
+        audit.append_now(context.database, [audit.AuditRecord(
+            action="message.viewed", actor=actor, channel=detail["channel"],
+            message_id=message_id, patient_id=detail["patient_id"],
+            accession=detail["accession"], study_uid=detail["study_uid"],
+            detail={"content": include_content},
+        )])
+        return detail
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+async def reprocess_message(request: Request) -> Response:
+    _params(request, ())
+    message_id = _message_id(request)
+    context = _context(request)
+    ids = await run_in_threadpool(
+        replay.reprocess, context.database, [message_id], actor=_actor(request)
+    )
+    if context.wake is not None:
+        context.wake()
+    return JSONResponse({"reprocessed": ids})
+
+
+async def retry_message(request: Request) -> Response:
+    _params(request, ())
+    message_id = _message_id(request)
+    context, actor = _context(request), _actor(request)
+
+    def work() -> int:
+        with context.database.read() as session:
+            if session.get(Message, message_id) is None:
+                raise NotFound(f"no message {message_id}")
+        return replay.retry_dead(context.database, message_id=message_id, actor=actor)
+
+    retried = await run_in_threadpool(work)
+    if retried and context.wake is not None:
+        context.wake()
+    return JSONResponse({"message_id": message_id, "retried": retried})
+
+
+# --- audit ---------------------------------------------------------------------------
+
+AUDIT_FILTERS = ("patient_id", "accession", "study_uid", "channel", "actor", "action",
+                 "outcome")
+
+
+def _audit_query(params: QueryParams) -> audit.AuditQuery:
+    since, until = _time(params, "since"), _time(params, "until")
+    if since is not None and until is not None and since >= until:
+        raise ApiError(400, "query parameter 'until': expected a time after 'since'")
+    return audit.AuditQuery(
+        **{name: params.get(name) or None for name in AUDIT_FILTERS},
+        message_id=_int(params, "message_id"),
+        since=since,
+        until=until,
+        before_seq=_int(params, "before_seq"),
+        limit=_int(params, "limit", default=100, maximum=AUDIT_PAGE) or 100,
+    )
+
+
+async def query_audit(request: Request) -> Response:
+    params = _params(request, (*AUDIT_FILTERS, "message_id", "since", "until", "before_seq",
+                               "limit"))
+    filters = _audit_query(params)
+    context, actor = _context(request), _actor(request)
+
+    def work() -> list[dict[str, Any]]:
+        with context.database.read() as session:
+            events = [audit.event_as_dict(e) for e in audit.query(session, filters)]
+        given = {k: v for k, v in params.items() if v}
+        audit.append_now(context.database, [audit.AuditRecord(
+            action="audit.queried", actor=actor, channel=filters.channel,
+            message_id=filters.message_id, patient_id=filters.patient_id,
+            accession=filters.accession, study_uid=filters.study_uid,
+            detail={"filters": given, "returned": len(events)},
+        )])
+        return events
+
+    events = await run_in_threadpool(work)
+    next_before_seq = events[-1]["seq"] if len(events) == filters.limit else None
+    return JSONResponse({"events": events, "next_before_seq": next_before_seq})
+
+
+# --- errors and the app --------------------------------------------------------------
+
+
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse({"error": reason}, status_code=status, headers=dict(headers or {}))
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ApiError):
+        return _error(exc.status, exc.reason, exc.headers)
+    return await _on_server_error(request, exc)
+
+
+async def _on_not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, str(exc))
+
+
+async def _on_store_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StoreUnavailable):
+        log.warning("store unavailable for %s %s: %s", request.method, request.url.path, exc)
+        return _error(503, str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    log.error("store error for %s %s: %s", request.method, request.url.path, exc)
+    return _error(500, "the store failed; see the node's log")
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return _error(exc.status_code, exc.detail, exc.headers)
+    return await _on_server_error(request, exc)
+
+
+async def _on_server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error for %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, "internal error; see the node's log")
+
+
+ROUTES = [
+    Route("/health", health),
+    Route("/ready", ready),
+    Route("/metrics", metrics),
+    Route("/api/channels", list_channels),
+    Route("/api/channels/{name}", get_channel),
+    Route("/api/channels/{name}/messages", post_message, methods=["POST"]),
+    Route("/api/messages", list_messages),
+    Route("/api/messages/{message_id:int}", get_message),
+    Route("/api/messages/{message_id:int}/reprocess", reprocess_message, methods=["POST"]),
+    Route("/api/messages/{message_id:int}/retry", retry_message, methods=["POST"]),
+    Route("/api/audit", query_audit),
+]
+
+
+def _register_gauges(context: ApiContext) -> StoreCollector | None:
+    try:
+        return register_store_collector(
+            context.registry, context.database,
+            lambda: {name: [d.name for d in c.destinations]
+                     for name, c in context.channels.items()},
+        )
+    except ValueError as exc:  # another app already registered them on this registry
+        log.warning("queue gauges not registered again: %s", exc)
+        return None
+
+
+def create_app(context: ApiContext) -> Starlette:
+    """The API app serving `context`; /metrics includes the queue gauges while it runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        collector = _register_gauges(context) if context.store_metrics else None
+        try:
+            yield
+        finally:
+            if collector is not None:
+                context.registry.unregister(collector)
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _on_api_error,
+            NotFound: _on_not_found,
+            UnknownChannel: _on_not_found,
+            StoreError: _on_store_error,
+            HTTPException: _on_http_exception,
+            500: _on_server_error,
+        },
+    )
+    app.state.context = context
+    return app
