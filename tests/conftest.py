@@ -38,7 +38,8 @@ def pg_url() -> Iterator[str]:
     except psycopg.Error as exc:
         _pg_unavailable(str(exc))
     params = psycopg.conninfo.conninfo_to_dict(PG_ADMIN)
-    url = f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}/{name}"
+    user, host = params.get("user", "postgres"), params.get("host", "127.0.0.1")
+    url = f"postgresql+psycopg://{user}@{host}/{name}"
     database = Database(url)
     upgrade(database)
     database.dispose()

@@ -62,7 +62,8 @@ def test_a_recomputed_forgery_still_breaks_the_link_to_the_next_row(database):
         forged = {column: getattr(row, column) for column in _HASHED_COLUMNS}
     forged["patient_id"] = "P9"
     new_hash = event_hash(row.prev_hash, _hashed_fields(forged))
-    tamper(database, f"UPDATE audit_events SET patient_id = 'P9', hash = '{new_hash}' WHERE seq = 2")
+    tamper(database,
+           f"UPDATE audit_events SET patient_id = 'P9', hash = '{new_hash}' WHERE seq = 2")
     with pytest.raises(AuditChainBroken) as caught:
         audit.verify(database)
     assert caught.value.seq == 3

@@ -93,7 +93,7 @@ def source_type(name: str) -> Callable[[SourceFactory], SourceFactory]:
 
 
 def build_destination(config: DestinationBase, context: AdapterContext) -> Destination:
-    kind: str = getattr(config, "type")
+    kind: str = config.type  # type: ignore[attr-defined]
     try:
         factory = _DESTINATIONS[kind]
     except KeyError:
@@ -136,7 +136,8 @@ class ChannelHandOver:
             accession=delivery.accession, study_uid=delivery.study_uid,
             metadata=delivery.metadata,
         ))
-        return SendResult(detail=f"handed to channel {self._target} as message {receipt.message_id}")
+        return SendResult(
+            detail=f"handed to channel {self._target} as message {receipt.message_id}")
 
     async def close(self) -> None:
         return None

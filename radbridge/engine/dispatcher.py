@@ -116,7 +116,9 @@ class DeliveryWorker:
             time.perf_counter() - started)
         self._writer.record(result)
 
-    def _failed(self, delivery: OutboundDelivery, reason: str, *, permanent: bool) -> DeliveryResult:
+    def _failed(
+        self, delivery: OutboundDelivery, reason: str, *, permanent: bool
+    ) -> DeliveryResult:
         log.info("delivery %s to %s/%s failed (attempt %d): %s", delivery.delivery_id,
                  self.channel, self.config.name, delivery.attempt, reason[:200])
         return DeliveryResult(delivery, Result.FAILED, policy=self._policy, detail=reason,

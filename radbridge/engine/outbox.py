@@ -19,9 +19,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import CursorResult, Select, Update, and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from radbridge.engine import audit, metrics
 from radbridge.engine.db import Database
@@ -105,19 +107,16 @@ class Outbox:
     def release_own_leases(self) -> int:
         """At start-up: what this node's previous run had in flight is due again now."""
         with self._database.write() as session:
-            result = session.execute(
-                update(Delivery)
+            return _rows_changed(session, update(Delivery)
                 .where(Delivery.status == DeliveryStatus.IN_FLIGHT,
                        Delivery.lease_owner == self.node_id)
                 .values(status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None,
-                        next_attempt_at=utcnow())
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+                        next_attempt_at=utcnow()))
 
 
 def _due(
     channel: str, destination: str, now: datetime, limit: int, ordered: bool, postgres: bool
-):  # type: ignore[no-untyped-def]
+) -> Select[tuple[int]]:
     d = Delivery
     due = or_(
         and_(d.status == DeliveryStatus.PENDING, d.next_attempt_at <= now),
@@ -253,11 +252,18 @@ class OutboxWriter:
         return _apply_failed(session, mine, result, now)
 
 
-def _apply_sent(session: Session, mine, result: DeliveryResult, now: datetime):  # type: ignore[no-untyped-def]
+def _rows_changed(session: Session, statement: Update) -> int:
+    result = cast(CursorResult[Any], session.execute(statement))
+    return int(result.rowcount or 0)
+
+
+def _apply_sent(
+    session: Session, mine: ColumnElement[bool], result: DeliveryResult, now: datetime
+) -> audit.AuditRecord | None:
     delivery = result.delivery
-    changed = session.execute(update(Delivery).where(mine).values(
+    changed = _rows_changed(session, update(Delivery).where(mine).values(
         status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_expires_at=None,
-        last_error=None, updated_at=now)).rowcount
+        last_error=None, updated_at=now))
     if not changed:
         log.warning("delivery %s was sent after its lease passed to another node; the peer "
                     "may see it twice under key %s", delivery.delivery_id, delivery.idempotency_key)
@@ -274,7 +280,9 @@ def _apply_sent(session: Session, mine, result: DeliveryResult, now: datetime): 
     return _event(delivery, "delivery.sent", "success", {"attempt": delivery.attempt})
 
 
-def _apply_failed(session: Session, mine, result: DeliveryResult, now: datetime):  # type: ignore[no-untyped-def]
+def _apply_failed(
+    session: Session, mine: ColumnElement[bool], result: DeliveryResult, now: datetime
+) -> audit.AuditRecord | None:
     delivery = result.delivery
     if result.policy is None:
         raise ValueError(f"a failed result for delivery {delivery.delivery_id} has no policy")
@@ -286,9 +294,9 @@ def _apply_failed(session: Session, mine, result: DeliveryResult, now: datetime)
         values = {"status": DeliveryStatus.PENDING, "next_attempt_at": decision.next_attempt_at}
     else:
         values = {"status": DeliveryStatus.DEAD}
-    changed = session.execute(update(Delivery).where(mine).values(
+    changed = _rows_changed(session, update(Delivery).where(mine).values(
         **values, last_error=error, lease_owner=None, lease_expires_at=None,
-        updated_at=now)).rowcount
+        updated_at=now))
     if not changed:
         return None
     outcome = "retry" if decision.retry else "dead"

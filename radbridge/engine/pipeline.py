@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, cast
 
 from radbridge.engine.config import ChannelConfig
 from radbridge.engine.filters import Predicate, compile_filter, import_callable
 from radbridge.errors import PipelineError
 from radbridge.mappings.payload import Payload
-from radbridge.mappings.registry import call_mapping, get_mapping
+from radbridge.mappings.registry import Transformer, call_mapping, get_mapping
 
 Step = Callable[[Payload], Payload]
 
@@ -38,12 +39,12 @@ class ChannelPipeline:
         self._filter = compile_filter(config.filter)
         self._steps: list[tuple[str, Step]] = []
         for transformer in config.transformers:
-            function = (
+            function: Transformer = (
                 get_mapping(transformer.name) if transformer.name
-                else import_callable(transformer.function or "")
+                else cast(Transformer, import_callable(transformer.function or ""))
             )
-            step = partial(call_mapping, function, options=dict(transformer.options))
-            self._steps.append((transformer.label, lambda p, s=step: s(p)))
+            step: Step = partial(_apply, function, dict(transformer.options))
+            self._steps.append((transformer.label, step))
         self._routes: list[tuple[str, Predicate]] = [
             (d.name, compile_filter(d.filter)) for d in config.destinations
         ]
@@ -70,6 +71,10 @@ class ChannelPipeline:
             accepted=True, payload=payload, destinations=destinations,
             transformed=bool(self._steps), steps=tuple(label for label, _ in self._steps),
         )
+
+
+def _apply(function: Transformer, options: dict[str, Any], payload: Payload) -> Payload:
+    return call_mapping(function, payload, options)
 
 
 def _safely(stage: str, step: str, predicate: Predicate, payload: Payload) -> bool:

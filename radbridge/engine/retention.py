@@ -40,7 +40,7 @@ def _eligible(include_errored: bool, include_queued: bool) -> ColumnElement[bool
     blocking = [] if include_queued else [DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT]
     if not include_errored:
         blocking.append(DeliveryStatus.DEAD)
-    condition = Message.status.in_(statuses)
+    condition: ColumnElement[bool] = Message.status.in_(statuses)
     if blocking:
         owed = exists().where(Delivery.message_id == Message.id, Delivery.status.in_(blocking))
         condition = condition & ~owed
@@ -87,7 +87,8 @@ def prune(
 
 def _over_size(session, eligible, max_size: int, already: set[int]) -> list[int]:  # type: ignore[no-untyped-def]
     """Oldest eligible messages to drop until the stored content fits in `max_size`."""
-    total = session.execute(select(func.coalesce(func.sum(MessageStage.content_size), 0))).scalar_one()
+    size_sum = func.coalesce(func.sum(MessageStage.content_size), 0)
+    total = session.execute(select(size_sum)).scalar_one()
     sizes = select(MessageStage.message_id, func.coalesce(func.sum(MessageStage.content_size), 0)
                    .label("size")).group_by(MessageStage.message_id).subquery()
     rows = session.execute(

@@ -12,6 +12,7 @@ is picked up on restart (or by another node when leases expire).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -130,10 +131,8 @@ class Node:
                 self._wake_workers()
                 continue
             self._processed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._processed.wait(), timeout=self._poll)
-            except TimeoutError:
-                pass
 
     def _wake_processor(self) -> None:
         """Called from the receiver's thread after each commit."""

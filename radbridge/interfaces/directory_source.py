@@ -29,7 +29,8 @@ class DirectoryReader:
         self._config = config
         self._context = context
         self._folder = context.resolve(config.path)
-        self._done = context.resolve(config.move_to) if config.move_to else self._folder / ".processed"
+        self._done = (context.resolve(config.move_to) if config.move_to
+                      else self._folder / ".processed")
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

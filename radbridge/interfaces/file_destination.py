@@ -32,7 +32,8 @@ class FileWriter:
         try:
             path = await asyncio.to_thread(self._write, name, delivery)
         except OSError as exc:
-            raise TransientDeliveryError(f"cannot write {name} in {self._directory}: {exc}") from exc
+            raise TransientDeliveryError(
+                f"cannot write {name} in {self._directory}: {exc}") from exc
         return SendResult(detail=f"wrote {path.name}")
 
     def _write(self, name: str, delivery: OutboundDelivery) -> Path:
