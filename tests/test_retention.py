@@ -46,7 +46,7 @@ def make_mix(h):
 
 def test_prune_by_age_keeps_queued_and_dead(database, tmp_path):
     with harness(database, tmp_path, [FILTERING]) as h:
-        sent, queued, dead, filtered = make_mix(h)
+        sent, queued, dead, _filtered = make_mix(h)
         fresh = h.receive(b"keep fresh").message_id
         age_everything(database)
         with database.write() as session:
@@ -62,7 +62,7 @@ def test_prune_by_age_keeps_queued_and_dead(database, tmp_path):
 
 def test_include_errored_and_include_queued_widen_the_net(database, tmp_path):
     with harness(database, tmp_path, [FILTERING]) as h:
-        _, queued, dead, _ = make_mix(h)
+        _, queued, _dead, _ = make_mix(h)
         age_everything(database)
         prune(database, h.blobs, max_age=86400, include_errored=True)
         assert surviving(database) == {queued}
