@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs Radbridge with its test extras in
 # .venv, makes sure PostgreSQL answers on 127.0.0.1 (installing and starting it if not),
-# runs ruff, then pytest. Extra arguments go to pytest (e.g. -k outbox, -m "not slow").
+# runs ruff and mypy, then pytest. Extra arguments go to pytest (e.g. -k outbox, -m "not slow").
 # Exit code: pytest's, except that "no tests ran" (5) is a failure.
 set -euo pipefail
 EXTRAS=test source "$(dirname "$0")/_venv.sh"
@@ -28,6 +28,7 @@ ensure_postgres
 psql -h 127.0.0.1 -U postgres -d postgres -qAtc "select 1" >/dev/null
 
 "$venv/bin/ruff" check radbridge tests benchmarks
+"$venv/bin/mypy"   # strict, on engine/, mappings/ and inference/ (see pyproject.toml)
 
 set +e
 "$venv/bin/python" -m pytest "$@"
