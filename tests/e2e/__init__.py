@@ -1,0 +1,1 @@
+"""End-to-end tests: real `radbridge run` processes, a real HTTP peer, real signals."""
