@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, text
 from sqlalchemy.engine import Connection
 
 from benchmarks.stats import percentile
@@ -143,11 +143,11 @@ def _load(database: Database, chunk: list[Row]) -> None:
 
 
 def _set_head(connection: Connection, chunks: Sequence[list[Row]]) -> None:
-    """Point the head at the last event, as `audit.append` leaves it."""
+    """Point the default chain's head at the last event, as `audit.append` leaves it."""
     rows = sum(len(chunk) for chunk in chunks)
     if rows:
-        connection.execute(update(AuditHead).where(AuditHead.id == audit.HEAD_ID)
-                           .values(seq=rows, hash=chunks[-1][-1][-1], count=rows))
+        connection.execute(insert(AuditHead).values(
+            chain=audit.DEFAULT_CHAIN, seq=rows, hash=chunks[-1][-1][-1], count=rows))
 
 
 def _analyze(database: Database) -> None:

@@ -52,7 +52,7 @@ class Harness:
 
     def process_all(self) -> int:
         total = 0
-        while handled := self.processor.process_batch():
+        while handled := self.processor.process_batch().count:
             total += handled
         return total
 

@@ -2,8 +2,12 @@
 
 `hash = sha256(prev_hash + canonical JSON of the event's fields)`. Editing a row breaks
 its own hash; deleting or reordering rows breaks the next row's `prev_hash`; cutting
-off the tail no longer matches `audit_head`, the single row appenders lock (which also
-serialises appends across nodes sharing one PostgreSQL database).
+off a tail no longer matches that chain's row in `audit_head`.
+
+There is one chain per writer: each node's receiver, processor and outbox writer, the
+API, the CLI. A writer locks only its own head row, so the threads of a node and the
+nodes sharing one PostgreSQL database never queue behind each other to append; the
+ledger is the union of its chains, each verifiable on its own.
 """
 
 from __future__ import annotations
@@ -15,15 +19,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from radbridge.engine.db import Database
-from radbridge.engine.models import AuditEvent, AuditHead, utcnow
+from radbridge.engine.models import AUDIT_EVENTS, AUDIT_HEAD, AuditEvent, utcnow
 from radbridge.errors import AuditChainBroken
 
 GENESIS_HASH = "0" * 64
-HEAD_ID = 1
+DEFAULT_CHAIN = "default"
+_EVENTS = AUDIT_EVENTS
+_HEAD = AUDIT_HEAD
 
 
 @dataclass(frozen=True)
@@ -66,21 +74,24 @@ def _hashed_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def append(session: Session, records: Sequence[AuditRecord]) -> None:
-    """Append `records` in order, inside the caller's transaction.
+def append(
+    session: Session, records: Sequence[AuditRecord], chain: str = DEFAULT_CHAIN
+) -> None:
+    """Append `records` in order to `chain`, inside the caller's transaction.
 
     The events commit or roll back together with the state change they describe.
     """
     if not records:
         return
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
-    ).scalar_one()
-    prev = head.hash
+    # Core statements on the tables: this runs in every write transaction, and the ORM's
+    # bulk machinery costs several times the database's own work here.
+    connection = session.connection()
+    prev = _lock_head(connection, chain)
     at = utcnow()
     rows: list[dict[str, Any]] = []
     for record in records:
         row: dict[str, Any] = {
+            "chain": chain,
             "at": at,
             "actor": record.actor,
             "action": record.action,
@@ -95,60 +106,85 @@ def append(session: Session, records: Sequence[AuditRecord]) -> None:
         row["prev_hash"] = prev
         row["hash"] = prev = event_hash(prev, _hashed_fields(row))
         rows.append(row)
-    seqs = session.execute(
-        insert(AuditEvent).returning(AuditEvent.seq, sort_by_parameter_order=True), rows
+    seqs = connection.execute(
+        insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True), rows
     ).scalars().all()
-    session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == HEAD_ID)
-        .values(seq=seqs[-1], hash=prev, count=AuditHead.count + len(rows))
+    connection.execute(
+        update(_HEAD)
+        .where(_HEAD.c.chain == chain)
+        .values(seq=seqs[-1], hash=prev, count=_HEAD.c.count + len(rows))
     )
+
+
+def _lock_head(connection: Connection, chain: str) -> str:
+    """The chain's last hash, with its head row locked; a new chain starts at genesis."""
+    locked = select(_HEAD.c.hash).where(_HEAD.c.chain == chain).with_for_update()
+    prev = connection.execute(locked).scalar_one_or_none()
+    if prev is None:
+        start = {"chain": chain, "seq": 0, "hash": GENESIS_HASH, "count": 0}
+        if connection.dialect.name == "postgresql":
+            connection.execute(pg_insert(_HEAD).values(start).on_conflict_do_nothing())
+        else:
+            connection.execute(sqlite_insert(_HEAD).values(start).on_conflict_do_nothing())
+        prev = connection.execute(locked).scalar_one()
+    return str(prev)
 
 
 @dataclass(frozen=True)
 class VerifyReport:
     events: int
+    chains: int
     head_seq: int
+    """The newest event's sequence number (over all chains)."""
     head_hash: str
 
 
 def verify(database: Database, batch: int = 5000) -> VerifyReport:
-    """Recompute the whole chain; raise AuditChainBroken at the first mismatch."""
-    prev = GENESIS_HASH
-    last_seq = 0
-    count = 0
+    """Recompute every chain; raise AuditChainBroken at the first mismatch."""
     with database.read() as session:
-        head = session.get(AuditHead, HEAD_ID)
-        if head is None:
-            raise AuditChainBroken(None, "the audit_head row is missing")
-        while True:
-            events = session.execute(
-                select(AuditEvent).where(AuditEvent.seq > last_seq)
-                .order_by(AuditEvent.seq).limit(batch)
-            ).scalars().all()
-            if not events:
-                break
-            for event in events:
-                row = {c: getattr(event, c) for c in _HASHED_COLUMNS}
-                if event.prev_hash != prev:
-                    raise AuditChainBroken(
-                        event.seq, "prev_hash does not match the event before it "
-                        "(an event was deleted, inserted or reordered)"
-                    )
-                if event_hash(prev, _hashed_fields(row)) != event.hash:
-                    raise AuditChainBroken(event.seq, "the event's content does not match its hash")
-                prev = event.hash
-                last_seq = event.seq
-                count += 1
-            session.expunge_all()
-        if (head.seq, head.hash, head.count) != (last_seq, prev, count):
-            raise AuditChainBroken(
-                None,
-                f"the head says {head.count} events ending at {head.seq}, the table holds "
-                f"{count} ending at {last_seq} (events were removed from the end or added "
-                "outside the ledger)",
-            )
-    return VerifyReport(events=count, head_seq=last_seq, head_hash=prev)
+        heads = {row.chain: (row.seq, row.hash, row.count) for row in
+                 session.execute(select(_HEAD.c.chain, _HEAD.c.seq, _HEAD.c.hash,
+                                        _HEAD.c["count"].label("count"))).mappings()}
+        chains = set(heads) | set(session.execute(select(_EVENTS.c.chain).distinct()).scalars())
+        total, newest = 0, (0, GENESIS_HASH)
+        for chain in sorted(chains):
+            if chain not in heads:
+                raise AuditChainBroken(None, f"chain {chain!r} has events but no head row")
+            count, last_seq, last_hash = _verify_chain(session, chain, batch)
+            head_seq, head_hash, head_count = heads[chain]
+            if (head_seq, head_hash, head_count) != (last_seq, last_hash, count):
+                raise AuditChainBroken(
+                    None,
+                    f"the head of chain {chain!r} says {head_count} events ending at "
+                    f"{head_seq}, the table holds {count} ending at {last_seq} (events were "
+                    "removed from the end or added outside the ledger)",
+                )
+            total += count
+            newest = max(newest, (last_seq, last_hash))
+    return VerifyReport(events=total, chains=len(chains), head_seq=newest[0],
+                        head_hash=newest[1])
+
+
+def _verify_chain(session: Session, chain: str, batch: int) -> tuple[int, int, str]:
+    prev, last_seq, count = GENESIS_HASH, 0, 0
+    while True:
+        events = session.execute(
+            select(AuditEvent).where(AuditEvent.chain == chain, AuditEvent.seq > last_seq)
+            .order_by(AuditEvent.seq).limit(batch)
+        ).scalars().all()
+        if not events:
+            return count, last_seq, prev
+        for event in events:
+            row = {c: getattr(event, c) for c in _HASHED_COLUMNS}
+            if event.prev_hash != prev:
+                raise AuditChainBroken(
+                    event.seq, "prev_hash does not match the event before it "
+                    "(an event was deleted, inserted or reordered)"
+                )
+            if event_hash(prev, _hashed_fields(row)) != event.hash:
+                raise AuditChainBroken(event.seq, "the event's content does not match its hash")
+            prev, last_seq, count = event.hash, event.seq, count + 1
+        session.expunge_all()
 
 
 _HASHED_COLUMNS = (
@@ -199,6 +235,7 @@ def event_as_dict(event: AuditEvent) -> dict[str, Any]:
     """The JSON form of an event used by the CLI and the API."""
     return {
         "seq": event.seq,
+        "chain": event.chain,
         "at": event.at.isoformat(),
         "actor": event.actor,
         "action": event.action,
@@ -213,7 +250,9 @@ def event_as_dict(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def append_now(database: Database, records: Iterable[AuditRecord]) -> None:
+def append_now(
+    database: Database, records: Iterable[AuditRecord], chain: str = DEFAULT_CHAIN
+) -> None:
     """Append in a transaction of its own (config loads, API reads, operator actions)."""
     with database.write() as session:
-        append(session, list(records))
+        append(session, list(records), chain)

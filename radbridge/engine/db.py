@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radbridge.errors import StoreUnavailable
 
 _READONLY = "radbridge_readonly"
+_RELAXED = "radbridge_relaxed"
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -44,6 +45,9 @@ class Database:
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
             )
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._relaxed_writer = sessionmaker(
+            self.engine.execution_options(**{_RELAXED: True}), expire_on_commit=False
+        )
         self._reader = sessionmaker(
             self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False
         )
@@ -53,10 +57,18 @@ class Database:
         return self.dialect == "postgresql"
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A transaction that commits on success; store failures become StoreUnavailable."""
+    def write(self, *, redoable: bool = False) -> Iterator[Session]:
+        """A transaction that commits on success; store failures become StoreUnavailable.
+
+        `redoable=True` is for work that the engine would simply redo if a power cut
+        lost its commit (processing, claims, delivery outcomes: all keyed by message
+        and idempotency key). On SQLite such commits skip the fsync (WAL with
+        synchronous=NORMAL still survives a crash of the process); what a source
+        acknowledges is always committed with a full fsync.
+        """
+        factory = self._relaxed_writer if redoable else self._writer
         try:
-            with self._writer() as session, session.begin():
+            with factory() as session, session.begin():
                 yield session
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not _is_availability_error(exc):
@@ -97,17 +109,21 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives power loss too, not only a crash of the process;
-        # group commit keeps the fsync cost per message small.
-        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        readonly = connection.get_execution_options().get(_READONLY, False)
-        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        options = connection.get_execution_options()
+        if options.get(_READONLY, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # FULL: the commit survives power loss too, not only a crash of the process
+        # (group commit keeps that fsync cheap per message); NORMAL for redoable work.
+        relaxed = options.get(_RELAXED, False)
+        connection.exec_driver_sql(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

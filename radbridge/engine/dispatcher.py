@@ -1,17 +1,25 @@
 """Delivery workers: one async loop per destination, sending what the outbox leases.
 
-A worker claims a small batch (at most `concurrency` x PREFETCH) and sends with at
-most `concurrency` sends at once. A delivery that waited locally for more than half its
-lease is released instead of sent, so a slow peer never makes a lease expire under a
-send (which could let another node send it too). A failing send never blocks other
-deliveries: it is recorded for a retry later and the worker moves on.
+Deliveries reach a worker two ways: the processor hands over fresh ones it leased to
+this node (`reserve` + `offer`), and the worker claims due ones from the outbox (retries,
+work other nodes queued, leases that expired). It sends with at most `concurrency`
+sends at once. A delivery that waited locally for more than half its lease is released
+instead of sent, so a slow peer never makes a lease expire under a send (which could
+let another node send it too). At most `concurrency` x PREFETCH sends may be done but
+not yet recorded (what a crash can make the peer see twice); and a delivery whose
+outcome this node is still recording is never sent again if a claim returns it. A
+failing send never blocks other deliveries: it is recorded for a retry later and the
+worker moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import deque
+from collections.abc import Iterable
 
 from radbridge.engine import metrics
 from radbridge.engine.adapters import Destination
@@ -49,41 +57,77 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(config.queue.concurrency)
+        self._unrecorded = asyncio.Semaphore(config.queue.concurrency * PREFETCH)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting: list[OutboundDelivery] = []
+        self._waiting: deque[tuple[OutboundDelivery, float]] = deque()
+        self._capacity = config.queue.concurrency * PREFETCH * 2
+        self._reserved = 0
+        self._reserve_lock = threading.Lock()
+        self._recording: set[int] = set()
 
     def wake(self) -> None:
         """New deliveries may be due (called from the event loop)."""
         self._wake.set()
 
+    def reserve(self) -> bool:
+        """Room for one handed-over delivery? (called from the processor's thread)"""
+        with self._reserve_lock:
+            if self._stopping.is_set() or len(self._waiting) + self._reserved >= self._capacity:
+                return False
+            self._reserved += 1
+            return True
+
+    def offer(self, deliveries: Iterable[OutboundDelivery]) -> None:
+        """Take deliveries leased to this node by the processor (event loop)."""
+        now = time.monotonic()
+        with self._reserve_lock:
+            for delivery in deliveries:
+                self._waiting.append((delivery, now))
+                self._reserved = max(0, self._reserved - 1)
+        self._wake.set()
+
+    def cancel_reservations(self) -> None:
+        """The processor's transaction failed: what it reserved will not come."""
+        with self._reserve_lock:
+            self._reserved = 0
+
     async def run(self) -> None:
-        queue_policy = self.config.queue
+        lease = self.config.queue.lease
         while not self._stopping.is_set():
-            batch = await asyncio.to_thread(
-                self._outbox.claim, self.channel, self.config.name,
-                limit=queue_policy.concurrency * PREFETCH, lease_seconds=queue_policy.lease,
-                ordered=queue_policy.ordering_key is not None,
-            )
-            claimed_at = time.monotonic()
-            self._waiting = list(batch)
-            while self._waiting and not self._stopping.is_set():
-                await self._slots.acquire()
-                if self._stopping.is_set():
-                    self._slots.release()
-                    break
-                delivery = self._waiting.pop(0)
-                if time.monotonic() - claimed_at > queue_policy.lease / 2:
-                    self._slots.release()
-                    self._writer.record(DeliveryResult(delivery, Result.RELEASED))
+            if not self._waiting:
+                await self._claim()
+                if not self._waiting:
+                    await self._sleep()
                     continue
-                task = asyncio.create_task(self._deliver(delivery))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            if not batch:
-                await self._sleep()
-        for delivery in self._waiting:
+            await self._unrecorded.acquire()
+            await self._slots.acquire()
+            if self._stopping.is_set() or not self._waiting:
+                self._release_both()
+                continue
+            delivery, since = self._waiting.popleft()
+            if time.monotonic() - since > lease / 2:
+                self._release_both()
+                self._writer.record(DeliveryResult(delivery, Result.RELEASED))
+                continue
+            task = asyncio.create_task(self._deliver(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        while self._waiting:
+            delivery, _ = self._waiting.popleft()
             self._writer.record(DeliveryResult(delivery, Result.RELEASED))
-        self._waiting = []
+
+    async def _claim(self) -> None:
+        queue_policy = self.config.queue
+        batch = await asyncio.to_thread(
+            self._outbox.claim, self.channel, self.config.name,
+            limit=queue_policy.concurrency * PREFETCH, lease_seconds=queue_policy.lease,
+            ordered=queue_policy.ordering_key is not None,
+        )
+        now = time.monotonic()
+        # A delivery whose outcome we are still committing can come back if the commit
+        # outlasted its lease; that outcome will settle it, so it is not sent again.
+        self._waiting.extend(
+            (delivery, now) for delivery in batch if delivery.delivery_id not in self._recording)
 
     async def _sleep(self) -> None:
         self._wake.clear()
@@ -93,28 +137,44 @@ class DeliveryWorker:
         for waiter in waiters:
             waiter.cancel()
 
+    def _release_both(self) -> None:
+        self._slots.release()
+        self._unrecorded.release()
+
     async def _deliver(self, delivery: OutboundDelivery) -> None:
+        try:
+            try:
+                result = await self._send(delivery)
+            finally:
+                self._slots.release()
+            self._recording.add(delivery.delivery_id)
+            try:
+                await asyncio.shield(asyncio.wrap_future(self._writer.record(result)))
+            finally:
+                self._recording.discard(delivery.delivery_id)
+        finally:
+            self._unrecorded.release()
+
+    async def _send(self, delivery: OutboundDelivery) -> DeliveryResult:
         started = time.perf_counter()
         try:
             sent = await self._destination.send(delivery)
-            result = DeliveryResult(delivery, Result.SENT, response=sent.response,
-                                    detail=sent.detail)
+            return DeliveryResult(delivery, Result.SENT, response=sent.response,
+                                  detail=sent.detail)
         except asyncio.CancelledError:
             self._writer.record(DeliveryResult(delivery, Result.RELEASED))
             raise
         except PermanentDeliveryError as exc:
-            result = self._failed(delivery, str(exc), permanent=True)
+            return self._failed(delivery, str(exc), permanent=True)
         except TransientDeliveryError as exc:
-            result = self._failed(delivery, str(exc), permanent=False)
+            return self._failed(delivery, str(exc), permanent=False)
         except Exception as exc:  # an adapter bug must fail this delivery, not the worker
             log.exception("destination %s/%s raised on delivery %s",
                           self.channel, self.config.name, delivery.delivery_id)
-            result = self._failed(delivery, f"{type(exc).__name__}: {exc}", permanent=False)
+            return self._failed(delivery, f"{type(exc).__name__}: {exc}", permanent=False)
         finally:
-            self._slots.release()
-        metrics.DELIVERY_LATENCY.labels(self.channel, self.config.name).observe(
-            time.perf_counter() - started)
-        self._writer.record(result)
+            metrics.DELIVERY_LATENCY.labels(self.channel, self.config.name).observe(
+                time.perf_counter() - started)
 
     def _failed(
         self, delivery: OutboundDelivery, reason: str, *, permanent: bool
@@ -127,6 +187,7 @@ class DeliveryWorker:
     def stop(self) -> None:
         """Stop claiming; `run` returns after releasing what it had claimed but not sent."""
         self._stopping.set()
+        self._wake.set()
 
     async def drain(self, drain_timeout: float) -> None:
         """After `run` returned: let sends in flight finish (up to the timeout), cancel the rest."""

@@ -7,7 +7,7 @@ lives in the blob store and the row keeps its hash. Times are stored as UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -169,6 +170,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
 
     seq: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(128), server_default="default")
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(64))
@@ -190,18 +192,28 @@ class AuditEvent(Base):
         Index(None, "actor", "seq"),
         Index(None, "message_id"),
         Index(None, "at"),
+        Index(None, "chain", "seq"),
     )
 
 
 class AuditHead(Base):
-    """The last event of the chain, kept apart so that cutting off the tail is detected.
+    """The last event of one chain, kept apart so that cutting off a tail is detected.
 
-    Appenders lock this single row, which also serialises appends across nodes.
+    Each writer (a node's receiver, processor and outbox writer, the API, the CLI)
+    appends to a chain of its own, so appenders never wait for each other's locks.
     """
 
     __tablename__ = "audit_head"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain: Mapped[str] = mapped_column(String(128), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# The tables themselves, for Core statements on hot paths (see receiver, audit, outbox).
+MESSAGES = cast(Table, Message.__table__)
+STAGES = cast(Table, MessageStage.__table__)
+DELIVERIES = cast(Table, Delivery.__table__)
+AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
+AUDIT_HEAD = cast(Table, AuditHead.__table__)

@@ -21,18 +21,39 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Select, Update, and_, exists, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Select,
+    Update,
+    and_,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from radbridge.engine import audit, metrics
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
-from radbridge.engine.models import Delivery, Message, MessageStage, utcnow
+from radbridge.engine.models import (
+    DELIVERIES,
+    STAGES,
+    Delivery,
+    Message,
+    MessageStage,
+    utcnow,
+)
 from radbridge.engine.retry import RetryPolicy
 from radbridge.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+_DELIVERIES = DELIVERIES
+_STAGES = STAGES
 
 RESPONSE_LIMIT = 64 * 1024
 """At most this much of a peer's response is kept in the sent stage record."""
@@ -88,13 +109,21 @@ class Outbox:
     def claim(
         self, channel: str, destination: str, *, limit: int, lease_seconds: float, ordered: bool
     ) -> list[OutboundDelivery]:
-        """Lease up to `limit` due deliveries of one destination to this node."""
+        """Lease up to `limit` due deliveries of one destination to this node.
+
+        A read-only probe comes first, so an idle destination costs no write lock.
+        """
         now = utcnow()
-        with self._database.write() as session:
+        with self._database.read() as session:
+            probe = _due(channel, destination, now, 1, ordered, lock=False)
+            if session.execute(probe).first() is None:
+                return []
+        with self._database.write(redoable=True) as session:
             ids = session.execute(_due(channel, destination, now, limit, ordered,
-                                       self._database.is_postgres)).scalars().all()
+                                       lock=self._database.is_postgres)).scalars().all()
             if not ids:
                 return []
+            now = utcnow()  # the lease runs from when the claim holds its rows, not before
             session.execute(
                 update(Delivery).where(Delivery.id.in_(ids)).values(
                     status=DeliveryStatus.IN_FLIGHT, lease_owner=self.node_id,
@@ -115,7 +144,7 @@ class Outbox:
 
 
 def _due(
-    channel: str, destination: str, now: datetime, limit: int, ordered: bool, postgres: bool
+    channel: str, destination: str, now: datetime, limit: int, ordered: bool, *, lock: bool
 ) -> Select[tuple[int]]:
     d = Delivery
     due = or_(
@@ -143,7 +172,7 @@ def _due(
     else:
         statement = statement.order_by(d.next_attempt_at, d.id)
     statement = statement.limit(limit)
-    if postgres:
+    if lock:
         statement = statement.with_for_update(skip_locked=True, of=Delivery)
     return statement
 
@@ -176,8 +205,10 @@ class OutboxWriter:
     """Records delivery outcomes in batches on one thread (see the module docstring)."""
 
     def __init__(
-        self, database: Database, node_id: str, *, on_commit: Callable[[], None] | None = None
+        self, database: Database, node_id: str, *, on_commit: Callable[[], None] | None = None,
+        audit_chain: str = "outbox",
     ) -> None:
+        self._audit_chain = audit_chain
         self._database = database
         self._node_id = node_id
         self._on_commit = on_commit
@@ -221,9 +252,9 @@ class OutboxWriter:
     def _write(self, batch: list[tuple[DeliveryResult, Future[None]]]) -> None:
         for attempt in range(1, 6):
             try:
-                with self._database.write() as session:
-                    records = [self._apply(session, result) for result, _ in batch]
-                    audit.append(session, [r for r in records if r is not None])
+                with self._database.write(redoable=True) as session:
+                    audit.append(session, self._apply(session, [r for r, _ in batch]),
+                                 self._audit_chain)
                 break
             except StoreError as exc:
                 # Not recording an outcome loses nothing: the lease expires and the
@@ -236,20 +267,33 @@ class OutboxWriter:
         if self._on_commit is not None:
             self._on_commit()
 
-    def _apply(self, session: Session, result: DeliveryResult) -> audit.AuditRecord | None:
-        delivery = result.delivery
+    def _apply(self, session: Session, results: list[DeliveryResult]) -> list[audit.AuditRecord]:
+        """Apply a batch of outcomes with a few set-based statements; returns audit events.
+
+        Every update is guarded by "still in flight and leased to this node": an
+        outcome that arrives after its lease passed to another node changes nothing.
+        """
+        connection = session.connection()
         now = utcnow()
-        mine = and_(Delivery.id == delivery.delivery_id,
-                    Delivery.status == DeliveryStatus.IN_FLIGHT,
-                    Delivery.lease_owner == self._node_id)
-        if result.outcome is Outcome.RELEASED:
-            session.execute(update(Delivery).where(mine).values(
-                status=DeliveryStatus.PENDING, attempts=Delivery.attempts - 1,
+        released = [r.delivery.delivery_id for r in results if r.outcome is Outcome.RELEASED]
+        if released:
+            connection.execute(update(_DELIVERIES).where(
+                _DELIVERIES.c.id.in_(released), self._mine).values(
+                status=DeliveryStatus.PENDING, attempts=_DELIVERIES.c.attempts - 1,
                 lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now))
-            return None
-        if result.outcome is Outcome.SENT:
-            return _apply_sent(session, mine, result, now)
-        return _apply_failed(session, mine, result, now)
+        records = _apply_sent(connection, self._mine,
+                              [r for r in results if r.outcome is Outcome.SENT], now)
+        for result in results:
+            if result.outcome is Outcome.FAILED:
+                record = _apply_failed(connection, self._mine, result, now)
+                if record is not None:
+                    records.append(record)
+        return records
+
+    @property
+    def _mine(self) -> ColumnElement[bool]:
+        return and_(_DELIVERIES.c.status == DeliveryStatus.IN_FLIGHT,
+                    _DELIVERIES.c.lease_owner == self._node_id)
 
 
 def _rows_changed(session: Session, statement: Update) -> int:
@@ -258,30 +302,44 @@ def _rows_changed(session: Session, statement: Update) -> int:
 
 
 def _apply_sent(
-    session: Session, mine: ColumnElement[bool], result: DeliveryResult, now: datetime
-) -> audit.AuditRecord | None:
-    delivery = result.delivery
-    changed = _rows_changed(session, update(Delivery).where(mine).values(
+    connection: Connection, mine: ColumnElement[bool], results: list[DeliveryResult],
+    now: datetime,
+) -> list[audit.AuditRecord]:
+    if not results:
+        return []
+    changed = set(connection.execute(update(_DELIVERIES).where(
+        _DELIVERIES.c.id.in_([r.delivery.delivery_id for r in results]), mine).values(
         status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_expires_at=None,
-        last_error=None, updated_at=now))
-    if not changed:
-        log.warning("delivery %s was sent after its lease passed to another node; the peer "
-                    "may see it twice under key %s", delivery.delivery_id, delivery.idempotency_key)
-        return None
-    response = (result.response or b"")[:RESPONSE_LIMIT]
-    session.add(MessageStage(
-        message_id=delivery.message_id, generation=delivery.generation, stage=StageKind.SENT,
-        destination=delivery.destination, at=now, content=response or None,
-        content_size=len(response) if response else None, detail=result.detail[:2000] or None,
-    ))
-    metrics.DELIVERIES_SENT.labels(delivery.channel, delivery.destination).inc()
-    metrics.END_TO_END_LATENCY.labels(delivery.channel, delivery.destination).observe(
-        (now - delivery.received_at).total_seconds())
-    return _event(delivery, "delivery.sent", "success", {"attempt": delivery.attempt})
+        last_error=None, updated_at=now).returning(_DELIVERIES.c.id)).scalars())
+    records: list[audit.AuditRecord] = []
+    stages: list[dict[str, Any]] = []
+    for result in results:
+        delivery = result.delivery
+        if delivery.delivery_id not in changed:
+            log.warning("delivery %s was sent after its lease passed to another node; the "
+                        "peer may see it twice under key %s", delivery.delivery_id,
+                        delivery.idempotency_key)
+            continue
+        response = (result.response or b"")[:RESPONSE_LIMIT]
+        stages.append({
+            "message_id": delivery.message_id, "generation": delivery.generation,
+            "stage": StageKind.SENT, "destination": delivery.destination, "at": now,
+            "content_type": None, "content": response or None,
+            "content_size": len(response) if response else None, "content_sha256": None,
+            "in_blob": False, "detail": result.detail[:2000] or None,
+        })
+        metrics.DELIVERIES_SENT.labels(delivery.channel, delivery.destination).inc()
+        metrics.END_TO_END_LATENCY.labels(delivery.channel, delivery.destination).observe(
+            (now - delivery.received_at).total_seconds())
+        records.append(_event(delivery, "delivery.sent", "success",
+                              {"attempt": delivery.attempt}))
+    if stages:
+        connection.execute(insert(_STAGES), stages)
+    return records
 
 
 def _apply_failed(
-    session: Session, mine: ColumnElement[bool], result: DeliveryResult, now: datetime
+    connection: Connection, mine: ColumnElement[bool], result: DeliveryResult, now: datetime
 ) -> audit.AuditRecord | None:
     delivery = result.delivery
     if result.policy is None:
@@ -290,22 +348,24 @@ def _apply_failed(
         attempt=delivery.attempt, created_at=delivery.created_at, now=now,
         permanent=result.permanent)
     error = result.detail[:2000]
-    if decision.retry:
-        values = {"status": DeliveryStatus.PENDING, "next_attempt_at": decision.next_attempt_at}
-    else:
-        values = {"status": DeliveryStatus.DEAD}
-    changed = _rows_changed(session, update(Delivery).where(mine).values(
+    values: dict[str, Any] = (
+        {"status": DeliveryStatus.PENDING, "next_attempt_at": decision.next_attempt_at}
+        if decision.retry else {"status": DeliveryStatus.DEAD})
+    changed = connection.execute(update(_DELIVERIES).where(
+        _DELIVERIES.c.id == delivery.delivery_id, mine).values(
         **values, last_error=error, lease_owner=None, lease_expires_at=None,
-        updated_at=now))
-    if not changed:
+        updated_at=now).returning(_DELIVERIES.c.id)).first()
+    if changed is None:
         return None
     outcome = "retry" if decision.retry else "dead"
     metrics.DELIVERY_FAILURES.labels(delivery.channel, delivery.destination, outcome).inc()
     if not decision.retry:
-        session.add(MessageStage(
-            message_id=delivery.message_id, generation=delivery.generation,
-            stage=StageKind.ERRORED, destination=delivery.destination, at=now,
-            detail=f"dead-lettered ({decision.reason}): {error}"[:2000]))
+        connection.execute(insert(_STAGES), [{
+            "message_id": delivery.message_id, "generation": delivery.generation,
+            "stage": StageKind.ERRORED, "destination": delivery.destination, "at": now,
+            "content_type": None, "content": None, "content_size": None,
+            "content_sha256": None, "in_blob": False,
+            "detail": f"dead-lettered ({decision.reason}): {error}"[:2000]}])
     detail: dict[str, object] = {"attempt": delivery.attempt, "error": error[:500],
                                  "decision": decision.reason}
     if decision.next_attempt_at is not None:

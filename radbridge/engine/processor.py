@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +25,7 @@ from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
 from radbridge.engine.models import Delivery, Message, MessageStage, utcnow
+from radbridge.engine.outbox import OutboundDelivery
 from radbridge.engine.pipeline import ChannelPipeline, Outcome
 from radbridge.errors import PipelineError
 from radbridge.mappings.payload import Payload
@@ -35,8 +38,32 @@ def idempotency_key(message_uid: str, generation: int, destination: str) -> str:
     return f"{message_uid}-{generation}-{destination}"
 
 
+class Handoff(Protocol):
+    """This node's delivery workers, which may take fresh deliveries without a claim."""
+
+    node_id: str
+
+    def reserve(self, channel: str, destination: str) -> bool:
+        """Whether the worker has room for one more; True reserves it."""
+        ...
+
+
+@dataclass
+class Processed:
+    """What one batch did: how many messages, and deliveries leased to this node."""
+
+    count: int = 0
+    handed: list[OutboundDelivery] = field(default_factory=list)
+
+
 class Processor:
-    """Processes received messages of the channels deployed on this node."""
+    """Processes received messages of the channels deployed on this node.
+
+    With a `handoff`, a new delivery to an unordered destination whose local worker has
+    room is written already leased to this node and handed straight to that worker:
+    one transaction fewer per delivery than a claim. If the node dies the lease
+    expires and any node sends it, as for claimed deliveries.
+    """
 
     def __init__(
         self,
@@ -46,28 +73,36 @@ class Processor:
         *,
         inline_limit: int,
         batch: int = 64,
+        handoff: Handoff | None = None,
+        audit_chain: str = "processor",
     ) -> None:
+        self._audit_chain = audit_chain
+        self._handoff = handoff
         self._database = database
         self._blobs = blobs
         self._pipelines = pipelines
         self._inline_limit = inline_limit
         self._batch = batch
 
-    def process_batch(self) -> int:
-        """Process up to one batch; returns how many messages were handled."""
+    def process_batch(self) -> Processed:
+        """Process up to one batch of received messages."""
         if not self._pipelines:
-            return 0
-        with self._database.write() as session:
+            return Processed()
+        with self._database.write(redoable=True) as session:
             messages = self._claim(session)
             if not messages:
-                return 0
+                return Processed()
             stages = _received_stages(session, [m.id for m in messages])
             records: list[audit.AuditRecord] = []
+            leased: list[tuple[Delivery, Message, MessageStage]] = []
             now = utcnow()
             for message in messages:
-                records.append(self._process(session, message, stages[message.id], now))
-            audit.append(session, records)
-        return len(messages)
+                records.append(
+                    self._process(session, message, stages[message.id], now, leased))
+            audit.append(session, records, self._audit_chain)
+            session.flush()
+            handed = [_outbound(d, m, s) for d, m, s in leased]
+        return Processed(len(messages), handed)
 
     def _claim(self, session: Session) -> Sequence[Message]:
         statement = (
@@ -82,7 +117,8 @@ class Processor:
         return session.execute(statement).scalars().all()
 
     def _process(
-        self, session: Session, message: Message, received: MessageStage, now: datetime
+        self, session: Session, message: Message, received: MessageStage, now: datetime,
+        leased: list[tuple[Delivery, Message, MessageStage]],
     ) -> audit.AuditRecord:
         pipeline = self._pipelines[message.channel]
         message.attempts += 1
@@ -103,7 +139,10 @@ class Processor:
             session.add(content_stage)
             session.flush()
         for name in outcome.destinations:
-            session.add(_delivery(message, pipeline, name, outcome.payload, content_stage.id, now))
+            delivery = _delivery(message, pipeline, name, outcome.payload, content_stage.id, now)
+            if self._lease_locally(delivery, pipeline, now):
+                leased.append((delivery, message, content_stage))
+            session.add(delivery)
             session.add(MessageStage(
                 message_id=message.id, generation=message.generation, stage=StageKind.QUEUED,
                 destination=name, at=now,
@@ -113,6 +152,18 @@ class Processor:
         return _event(message, "message.transformed", "success",
                       {"steps": list(outcome.steps), "destinations": list(outcome.destinations),
                        "generation": message.generation})
+
+    def _lease_locally(self, delivery: Delivery, pipeline: ChannelPipeline, now: datetime) -> bool:
+        policy = pipeline.config.destination(delivery.destination).queue
+        if self._handoff is None or policy.ordering_key is not None:
+            return False
+        if not self._handoff.reserve(delivery.channel, delivery.destination):
+            return False
+        delivery.status = DeliveryStatus.IN_FLIGHT
+        delivery.attempts = 1
+        delivery.lease_owner = self._handoff.node_id
+        delivery.lease_expires_at = now + timedelta(seconds=policy.lease)
+        return True
 
     def _payload(
         self, message: Message, received: MessageStage, pipeline: ChannelPipeline
@@ -140,6 +191,22 @@ class Processor:
             stage.in_blob, stage.content = False, payload.content
             stage.content_sha256 = hashlib.sha256(payload.content).hexdigest()
         return stage
+
+
+def _outbound(delivery: Delivery, message: Message, stage: MessageStage) -> OutboundDelivery:
+    return OutboundDelivery(
+        delivery_id=delivery.id, message_id=message.id, message_uid=message.uid,
+        channel=delivery.channel, destination=delivery.destination,
+        generation=delivery.generation, attempt=delivery.attempts,
+        idempotency_key=delivery.idempotency_key,
+        content_type=stage.content_type or message.content_type,
+        content=None if stage.in_blob else (stage.content or b""),
+        blob_sha256=stage.content_sha256 if stage.in_blob else None,
+        size=stage.content_size or 0, created_at=delivery.created_at,
+        received_at=message.received_at, patient_id=message.patient_id,
+        accession=message.accession, study_uid=message.study_uid,
+        metadata=dict(message.meta or {}),
+    )
 
 
 def _received_stages(session: Session, message_ids: list[int]) -> dict[int, MessageStage]:

@@ -25,7 +25,7 @@ from radbridge.engine.config import ChannelConfig
 from radbridge.engine.db import Database
 from radbridge.engine.dispatcher import DeliveryWorker
 from radbridge.engine.migrate import upgrade
-from radbridge.engine.outbox import Outbox, OutboxWriter
+from radbridge.engine.outbox import OutboundDelivery, Outbox, OutboxWriter
 from radbridge.engine.pipeline import ChannelPipeline
 from radbridge.engine.processor import Processor
 from radbridge.engine.receiver import GroupCommitter, Inbound, Receipt
@@ -56,16 +56,22 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._processed = asyncio.Event()
         self._stopping = asyncio.Event()
+        node = settings.node_id
         self.receiver = GroupCommitter(self.database, self.blobs,
                                        inline_limit=settings.inline_limit,
-                                       on_commit=self._wake_processor)
+                                       on_commit=self._wake_processor,
+                                       audit_chain=f"{node}/receiver")
         self.outbox = Outbox(self.database, settings.node_id)
-        self.writer = OutboxWriter(self.database, settings.node_id, on_commit=self._wake_workers)
+        self.writer = OutboxWriter(self.database, node, on_commit=self._wake_workers,
+                                   audit_chain=f"{node}/outbox")
+        self.node_id = settings.node_id
         self.processor = Processor(self.database, self.blobs, self.pipelines,
-                                   inline_limit=settings.inline_limit)
+                                   inline_limit=settings.inline_limit, handoff=self,
+                                   audit_chain=f"{node}/processor")
         self.context = AdapterContext(settings.data_dir, self.blobs, settings.inline_limit,
                                       self.receive)
         self.workers: list[DeliveryWorker] = []
+        self._by_destination: dict[tuple[str, str], DeliveryWorker] = {}
         self.sources: list[Source] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -83,15 +89,17 @@ class Node:
         released = await asyncio.to_thread(self.outbox.release_own_leases)
         if released:
             log.info("released %d deliveries this node had in flight before it stopped", released)
-        await asyncio.to_thread(audit.append_now, self.database, self._config_events())
+        await asyncio.to_thread(audit.append_now, self.database, self._config_events(),
+                                f"{self.node_id}/node")
         self.receiver.start()
         self.writer.start()
         for channel in self.channels.values():
             for destination in channel.destinations:
                 adapter = build_destination(destination, self.context)
-                self.workers.append(DeliveryWorker(channel.name, destination, adapter,
-                                                   self.outbox, self.writer,
-                                                   poll_interval=self._poll))
+                worker = DeliveryWorker(channel.name, destination, adapter, self.outbox,
+                                        self.writer, poll_interval=self._poll)
+                self.workers.append(worker)
+                self._by_destination[(channel.name, destination.name)] = worker
         self._tasks.append(asyncio.create_task(self._process_loop(), name="processor"))
         self._tasks += [asyncio.create_task(w.run(), name=f"deliver:{w.channel}/{w.config.name}")
                         for w in self.workers]
@@ -119,20 +127,35 @@ class Node:
         self.database.dispose()
         log.info("node %s stopped", self.settings.node_id)
 
+    def reserve(self, channel: str, destination: str) -> bool:
+        """The processor asks whether a local worker can take a fresh delivery directly."""
+        worker = self._by_destination.get((channel, destination))
+        return worker is not None and worker.reserve()
+
     async def _process_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                handled = await asyncio.to_thread(self.processor.process_batch)
+                processed = await asyncio.to_thread(self.processor.process_batch)
             except Exception:  # the store is down or a bug: keep the node alive, try again
                 log.exception("processing a batch failed; retrying")
-                handled = 0
+                for worker in self.workers:
+                    worker.cancel_reservations()
                 await asyncio.sleep(1.0)
-            if handled:
+                continue
+            if processed.count:
+                self._hand_over(processed.handed)
                 self._wake_workers()
                 continue
             self._processed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._processed.wait(), timeout=self._poll)
+
+    def _hand_over(self, deliveries: list[OutboundDelivery]) -> None:
+        grouped: dict[tuple[str, str], list[OutboundDelivery]] = {}
+        for delivery in deliveries:
+            grouped.setdefault((delivery.channel, delivery.destination), []).append(delivery)
+        for key, group in grouped.items():
+            self._by_destination[key].offer(group)
 
     def _wake_processor(self) -> None:
         """Called from the receiver's thread after each commit."""

@@ -1,5 +1,7 @@
 """Initial schema: messages, their stages, the outbox, and the hash-chained audit ledger.
 
+The audit ledger is one hash chain per writer; `audit_head` holds each chain's last event.
+
 Revision ID: 0001
 Revises: 
 Create Date: 2026-11-24
@@ -17,6 +19,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table('audit_events',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('chain', sa.String(length=128), server_default='default', nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=128), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=False),
@@ -35,20 +38,19 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_audit_events_accession_seq'), ['accession', 'seq'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_actor_seq'), ['actor', 'seq'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_events_chain_seq'), ['chain', 'seq'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_channel_seq'), ['channel', 'seq'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_message_id'), ['message_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_patient_id_seq'), ['patient_id', 'seq'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_study_uid_seq'), ['study_uid', 'seq'], unique=False)
 
-    audit_head = op.create_table('audit_head',
-    sa.Column('id', sa.Integer(), nullable=False),
+    op.create_table('audit_head',
+    sa.Column('chain', sa.String(length=128), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.Column('count', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
+    sa.PrimaryKeyConstraint('chain', name=op.f('pk_audit_head'))
     )
-    # The chain starts at a fixed genesis hash; appenders lock this one row.
-    op.bulk_insert(audit_head, [{"id": 1, "seq": 0, "hash": "0" * 64, "count": 0}])
     op.create_table('messages',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('uid', sa.String(length=32), nullable=False),
@@ -159,6 +161,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_audit_events_patient_id_seq'))
         batch_op.drop_index(batch_op.f('ix_audit_events_message_id'))
         batch_op.drop_index(batch_op.f('ix_audit_events_channel_seq'))
+        batch_op.drop_index(batch_op.f('ix_audit_events_chain_seq'))
         batch_op.drop_index(batch_op.f('ix_audit_events_at'))
         batch_op.drop_index(batch_op.f('ix_audit_events_actor_seq'))
         batch_op.drop_index(batch_op.f('ix_audit_events_accession_seq'))
