@@ -88,3 +88,32 @@ def test_events_commit_or_roll_back_with_their_transaction(database):
         audit.append(session, [audit.AuditRecord(action="message.received")])
         raise RuntimeError("the state change failed")
     assert audit.verify(database).events == 0
+
+
+def test_each_writer_has_its_own_chain_and_all_are_verified(database):
+    audit.append_now(database, [audit.AuditRecord(action="message.received")], chain="n1/receiver")
+    audit.append_now(database, [audit.AuditRecord(action="delivery.sent")], chain="n1/outbox")
+    audit.append_now(database, [audit.AuditRecord(action="message.received")], chain="n1/receiver")
+    report = audit.verify(database)
+    assert (report.events, report.chains) == (3, 2)
+    with database.read() as session:
+        chains = [e["chain"] for e in map(audit.event_as_dict,
+                                          audit.query(session, audit.AuditQuery()))]
+    assert chains == ["n1/receiver", "n1/outbox", "n1/receiver"]
+
+
+def test_a_chain_whose_head_row_was_deleted_is_found(database):
+    audit.append_now(database, [audit.AuditRecord(action="a")], chain="n1/receiver")
+    audit.append_now(database, [audit.AuditRecord(action="b")], chain="n1/outbox")
+    tamper(database, "DELETE FROM audit_head WHERE chain = 'n1/outbox'")
+    with pytest.raises(AuditChainBroken, match="no head row"):
+        audit.verify(database)
+
+
+def test_cutting_one_chains_tail_is_found_while_others_are_intact(database):
+    for _ in range(3):
+        audit.append_now(database, [audit.AuditRecord(action="a")], chain="n1/receiver")
+    audit.append_now(database, [audit.AuditRecord(action="b")], chain="n1/outbox")
+    tamper(database, "DELETE FROM audit_events WHERE seq = 3")
+    with pytest.raises(AuditChainBroken, match="n1/receiver"):
+        audit.verify(database)

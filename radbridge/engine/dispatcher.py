@@ -99,9 +99,12 @@ class DeliveryWorker:
                 if not self._waiting:
                     await self._sleep()
                     continue
-            await self._unrecorded.acquire()
-            await self._slots.acquire()
-            if self._stopping.is_set() or not self._waiting:
+            if not await self._acquire(self._unrecorded):
+                break
+            if not await self._acquire(self._slots):
+                self._unrecorded.release()
+                break
+            if not self._waiting:
                 self._release_both()
                 continue
             delivery, since = self._waiting.popleft()
@@ -115,6 +118,27 @@ class DeliveryWorker:
         while self._waiting:
             delivery, _ = self._waiting.popleft()
             self._writer.record(DeliveryResult(delivery, Result.RELEASED))
+
+    async def _acquire(self, semaphore: asyncio.Semaphore) -> bool:
+        """Take a permit, or give up when the worker is stopped (a stalled store or peer
+        must not keep shutdown waiting)."""
+        if self._stopping.is_set():
+            return False
+        if not semaphore.locked():
+            await semaphore.acquire()
+            return True
+        permit = asyncio.ensure_future(semaphore.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({permit, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not permit.done():
+            permit.cancel()
+            await asyncio.gather(permit, return_exceptions=True)
+        got = permit.done() and not permit.cancelled()
+        if got and self._stopping.is_set():
+            semaphore.release()
+            return False
+        return got
 
     async def _claim(self) -> None:
         queue_policy = self.config.queue
