@@ -32,6 +32,10 @@ from radbridge.errors import PermanentDeliveryError, TransientDeliveryError
 log = logging.getLogger(__name__)
 
 PREFETCH = 8
+"""Sends done but not yet recorded, per unit of concurrency (bounds crash duplicates)."""
+CLAIM_BATCH = 32
+"""Deliveries leased per claim, per unit of concurrency (claimed but unsent ones are
+simply released or expire: they add no duplicates)."""
 
 
 class DeliveryWorker:
@@ -64,9 +68,11 @@ class DeliveryWorker:
         self._reserved = 0
         self._reserve_lock = threading.Lock()
         self._recording: set[int] = set()
+        self._claim_due = True  # the outbox may hold due work: look at start-up
 
     def wake(self) -> None:
-        """New deliveries may be due (called from the event loop)."""
+        """Deliveries may be due in the outbox (called from the event loop)."""
+        self._claim_due = True
         self._wake.set()
 
     def reserve(self) -> bool:
@@ -94,11 +100,14 @@ class DeliveryWorker:
     async def run(self) -> None:
         lease = self.config.queue.lease
         while not self._stopping.is_set():
-            if not self._waiting:
+            if not self._waiting and self._claim_due:
+                # Only when told or on the poll timer: handed-over deliveries need no
+                # look at the outbox, and retries become due by time.
+                self._claim_due = False
                 await self._claim()
-                if not self._waiting:
-                    await self._sleep()
-                    continue
+            if not self._waiting:
+                await self._sleep()
+                continue
             if not await self._acquire(self._unrecorded):
                 break
             if not await self._acquire(self._slots):
@@ -142,11 +151,14 @@ class DeliveryWorker:
 
     async def _claim(self) -> None:
         queue_policy = self.config.queue
+        limit = queue_policy.concurrency * CLAIM_BATCH
         batch = await asyncio.to_thread(
             self._outbox.claim, self.channel, self.config.name,
-            limit=queue_policy.concurrency * PREFETCH, lease_seconds=queue_policy.lease,
+            limit=limit, lease_seconds=queue_policy.lease,
             ordered=queue_policy.ordering_key is not None,
         )
+        if len(batch) >= limit:
+            self._claim_due = True  # a full batch: there is probably more
         now = time.monotonic()
         # A delivery whose outcome we are still committing can come back if the commit
         # outlasted its lease; that outcome will settle it, so it is not sent again.
@@ -157,9 +169,12 @@ class DeliveryWorker:
         self._wake.clear()
         waiters = [asyncio.create_task(self._wake.wait()),
                    asyncio.create_task(self._stopping.wait())]
-        await asyncio.wait(waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiters, timeout=self._poll,
+                                     return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
+        if not done:
+            self._claim_due = True
 
     def _release_both(self) -> None:
         self._slots.release()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -206,8 +207,10 @@ class OutboxWriter:
 
     def __init__(
         self, database: Database, node_id: str, *, on_commit: Callable[[], None] | None = None,
-        audit_chain: str = "outbox",
+        audit_chain: str = "outbox", linger: float = 0.005,
     ) -> None:
+        """`linger`: seconds to wait for more outcomes before a commit (group commit)."""
+        self._linger = linger
         self._audit_chain = audit_chain
         self._database = database
         self._node_id = node_id
@@ -238,9 +241,10 @@ class OutboxWriter:
             if item is None:
                 break
             batch = [item]
+            deadline = time.monotonic() + self._linger
             while len(batch) < 256:
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if more is None:

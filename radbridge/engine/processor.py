@@ -54,6 +54,8 @@ class Processed:
 
     count: int = 0
     handed: list[OutboundDelivery] = field(default_factory=list)
+    queued: set[tuple[str, str]] = field(default_factory=set)
+    """(channel, destination) of deliveries left in the outbox for a claim."""
 
 
 class Processor:
@@ -82,7 +84,7 @@ class Processor:
         self._blobs = blobs
         self._pipelines = pipelines
         self._inline_limit = inline_limit
-        self._batch = batch
+        self.batch = batch
 
     def process_batch(self) -> Processed:
         """Process up to one batch of received messages."""
@@ -95,14 +97,15 @@ class Processor:
             stages = _received_stages(session, [m.id for m in messages])
             records: list[audit.AuditRecord] = []
             leased: list[tuple[Delivery, Message, MessageStage]] = []
+            queued: set[tuple[str, str]] = set()
             now = utcnow()
             for message in messages:
-                records.append(
-                    self._process(session, message, stages[message.id], now, leased))
+                records.append(self._process(
+                    session, message, stages[message.id], now, leased, queued))
             audit.append(session, records, self._audit_chain)
             session.flush()
             handed = [_outbound(d, m, s) for d, m, s in leased]
-        return Processed(len(messages), handed)
+        return Processed(len(messages), handed, queued)
 
     def _claim(self, session: Session) -> Sequence[Message]:
         statement = (
@@ -110,7 +113,7 @@ class Processor:
             .where(Message.status == MessageStatus.RECEIVED,
                    Message.channel.in_(list(self._pipelines)))
             .order_by(Message.id)
-            .limit(self._batch)
+            .limit(self.batch)
         )
         if self._database.is_postgres:
             statement = statement.with_for_update(skip_locked=True)
@@ -119,6 +122,7 @@ class Processor:
     def _process(
         self, session: Session, message: Message, received: MessageStage, now: datetime,
         leased: list[tuple[Delivery, Message, MessageStage]],
+        queued: set[tuple[str, str]],
     ) -> audit.AuditRecord:
         pipeline = self._pipelines[message.channel]
         message.attempts += 1
@@ -142,6 +146,8 @@ class Processor:
             delivery = _delivery(message, pipeline, name, outcome.payload, content_stage.id, now)
             if self._lease_locally(delivery, pipeline, now):
                 leased.append((delivery, message, content_stage))
+            else:
+                queued.add((delivery.channel, delivery.destination))
             session.add(delivery)
             session.add(MessageStage(
                 message_id=message.id, generation=message.generation, stage=StageKind.QUEUED,

@@ -45,7 +45,9 @@ class Node:
         *,
         poll_interval: float = 0.5,
         drain_timeout: float = 30.0,
+        linger: float = 0.005,
     ) -> None:
+        self._linger = linger
         self.settings = settings
         self.channels = {c.name: c for c in channels if c.enabled}
         self.database = Database(settings.database_url)
@@ -62,7 +64,7 @@ class Node:
                                        on_commit=self._wake_processor,
                                        audit_chain=f"{node}/receiver")
         self.outbox = Outbox(self.database, settings.node_id)
-        self.writer = OutboxWriter(self.database, node, on_commit=self._wake_workers,
+        self.writer = OutboxWriter(self.database, node, on_commit=self._after_outcomes,
                                    audit_chain=f"{node}/outbox")
         self.node_id = settings.node_id
         self.processor = Processor(self.database, self.blobs, self.pipelines,
@@ -134,6 +136,8 @@ class Node:
 
     async def _process_loop(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the batch, so a commit during it is not missed.
+            self._processed.clear()
             try:
                 processed = await asyncio.to_thread(self.processor.process_batch)
             except Exception:  # the store is down or a bug: keep the node alive, try again
@@ -144,11 +148,15 @@ class Node:
                 continue
             if processed.count:
                 self._hand_over(processed.handed)
-                self._wake_workers()
-                continue
-            self._processed.clear()
+                self._wake_workers(processed.queued)
+                if processed.count >= self.processor.batch:
+                    continue  # a backlog: no waiting
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._processed.wait(), timeout=self._poll)
+            if self._processed.is_set() and self._linger:
+                # Woken by a commit: let a few more arrive so that one transaction
+                # processes several (the source was acknowledged already).
+                await asyncio.sleep(self._linger)
 
     def _hand_over(self, deliveries: list[OutboundDelivery]) -> None:
         grouped: dict[tuple[str, str], list[OutboundDelivery]] = {}
@@ -165,16 +173,25 @@ class Node:
     def wake(self) -> None:
         """Look for work now (after a reprocess or retry through the API)."""
         self._wake_processor()
-        self._wake_workers()
+        self._wake_workers(None)
 
-    def _wake_workers(self) -> None:
+    def _after_outcomes(self) -> None:
+        """From the writer's thread: an outcome on an ordered destination may make the
+        next delivery of its key due; unordered ones become due only by time."""
+        self._wake_workers({key for key, worker in self._by_destination.items()
+                            if worker.config.queue.ordering_key is not None})
+
+    def _wake_workers(self, which: set[tuple[str, str]] | None) -> None:
+        """Tell workers (all, or those of `which`) that the outbox may hold due work."""
         if self._loop is None or self._loop.is_closed():
             return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        for worker in self.workers:
+        for key, worker in self._by_destination.items():
+            if which is not None and key not in which:
+                continue
             if running is self._loop:
                 worker.wake()
             else:
