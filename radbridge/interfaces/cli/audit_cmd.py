@@ -64,11 +64,11 @@ def _verify(args: argparse.Namespace) -> int:
     finally:
         database.dispose()
     if args.json:
-        print_json({"ok": True, "events": report.events, "head_seq": report.head_seq,
-                    "head_hash": report.head_hash})
+        print_json({"ok": True, "events": report.events, "chains": report.chains,
+                    "head_seq": report.head_seq, "head_hash": report.head_hash})
     else:
-        print(f"audit chain verified: {report.events} events, "
-              f"head {report.head_seq} {report.head_hash}")
+        print(f"audit chains verified: {report.events} events in {report.chains} chain(s), "
+              f"newest {report.head_seq} {report.head_hash}")
     return 0
 
 
