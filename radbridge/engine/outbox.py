@@ -12,9 +12,7 @@ or released unsent at shutdown.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from radbridge.engine import audit, metrics
+from radbridge.engine.batching import BatchingThread
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
 from radbridge.engine.models import (
@@ -210,48 +209,24 @@ class OutboxWriter:
         audit_chain: str = "outbox", linger: float = 0.005,
     ) -> None:
         """`linger`: seconds to wait for more outcomes before a commit (group commit)."""
-        self._linger = linger
         self._audit_chain = audit_chain
         self._database = database
         self._node_id = node_id
         self._on_commit = on_commit
-        self._queue: queue.Queue[tuple[DeliveryResult, Future[None]] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._thread = BatchingThread[tuple[DeliveryResult, Future[None]]](
+            "outbox-writer", self._write, linger=linger)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Record everything queued, then stop."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        self._thread.stop()
 
     def record(self, result: DeliveryResult) -> Future[None]:
         future: Future[None] = Future()
-        self._queue.put((result, future))
+        self._thread.put((result, future))
         return future
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            deadline = time.monotonic() + self._linger
-            while len(batch) < 256:
-                try:
-                    more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            self._write(batch)
 
     def _write(self, batch: list[tuple[DeliveryResult, Future[None]]]) -> None:
         for attempt in range(1, 6):

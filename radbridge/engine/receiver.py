@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import queue
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -28,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from radbridge.engine import audit, metrics
+from radbridge.engine.batching import BatchingThread
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import MessageStatus, StageKind
@@ -92,31 +91,26 @@ class GroupCommitter:
         self._database = database
         self._blobs = blobs
         self._inline_limit = inline_limit
-        self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._thread = BatchingThread[_Pending]("group-commit", self._commit,
+                                                max_batch=max_batch)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Commit what is queued, then stop the thread."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        self._thread.stop()
 
     def submit(self, inbound: Inbound) -> Future[Receipt]:
         """Queue for the next commit; large inline content is moved to the blob store first."""
-        if self._thread is None:
+        if not self._thread.running:
             raise StoreUnavailable("the receiver is not running")
         if inbound.content is not None and len(inbound.content) > self._inline_limit:
             ref = self._blobs.put_bytes(inbound.content)
             inbound = _with_blob(inbound, ref)
         future: Future[Receipt] = Future()
-        self._queue.put(_Pending(inbound, future))
+        self._thread.put(_Pending(inbound, future))
         return future
 
     async def receive(self, inbound: Inbound) -> Receipt:
@@ -128,24 +122,6 @@ class GroupCommitter:
 
     def receive_sync(self, inbound: Inbound) -> Receipt:
         return self.submit(inbound).result()
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:

@@ -1,0 +1,68 @@
+"""A thread that drains a queue in batches: the heart of every group commit here.
+
+Whatever arrives while one batch is being committed goes into the next, so a busy
+queue commits many items per transaction and an idle one commits each at once (or
+after `linger`, for work whose caller is not waiting on the commit).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+
+
+class BatchingThread(Generic[Item]):
+    """Calls `handle(batch)` on its own thread for batches of up to `max_batch` items."""
+
+    def __init__(
+        self, name: str, handle: Callable[[list[Item]], None], *,
+        max_batch: int = 256, linger: float = 0.0,
+    ) -> None:
+        self._name = name
+        self._handle = handle
+        self._max_batch = max_batch
+        self._linger = linger
+        self._queue: queue.Queue[Item | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Handle everything queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def put(self, item: Item) -> None:
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self._linger
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._handle(batch)
