@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -26,8 +25,6 @@ def test_reprocess_starts_a_new_generation(database: Database) -> None:
         message = add_message(session, status=MessageStatus.ERRORED, generation=2,
                               error="transformer failed", study_uid="1.2.3")
         message.attempts = 3
-        message.lease_owner = "node-a"
-        message.lease_expires_at = utcnow() + timedelta(minutes=1)
         other = add_message(session, status=MessageStatus.FILTERED)
     assert replay.reprocess(database, [message.id, other.id, message.id],
                             actor="cli:alice") == [message.id, other.id]
@@ -35,7 +32,6 @@ def test_reprocess_starts_a_new_generation(database: Database) -> None:
         again = session.get(Message, message.id)
         assert again is not None
         assert (again.status, again.generation, again.attempts) == ("received", 3, 0)
-        assert again.lease_owner is None and again.lease_expires_at is None
         assert again.error is None
     events = _events(database, "message.reprocessed")
     assert [event.message_id for event in events] == [other.id, message.id]

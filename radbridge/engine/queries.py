@@ -127,8 +127,6 @@ def message_detail(
         dedup_key=message.dedup_key,
         updated_at=_iso(message.updated_at),
         attempts=message.attempts,
-        lease_owner=message.lease_owner,
-        lease_expires_at=_iso(message.lease_expires_at),
         metadata=message.meta,
         stages=[_stage_row(stage, include_content, blobs, content_limit) for stage in stages],
         deliveries=[_delivery_row(delivery) for delivery in deliveries],

@@ -59,8 +59,6 @@ def reprocess(database: Database, message_ids: Iterable[int], *, actor: str) -> 
             message.status = MessageStatus.RECEIVED
             message.generation += 1
             message.attempts = 0
-            message.lease_owner = None
-            message.lease_expires_at = None
             message.error = None
             message.updated_at = now
             records.append(audit.AuditRecord(

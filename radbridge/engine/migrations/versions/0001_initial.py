@@ -67,8 +67,6 @@ def upgrade() -> None:
     sa.Column('study_uid', sa.String(length=64), nullable=True),
     sa.Column('metadata', sa.JSON(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('lease_owner', sa.String(length=128), nullable=True),
-    sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
     sa.UniqueConstraint('channel', 'dedup_key', name=op.f('uq_messages_channel_dedup_key')),
