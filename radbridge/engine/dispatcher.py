@@ -208,8 +208,10 @@ class DeliveryWorker:
         except TransientDeliveryError as exc:
             return self._failed(delivery, str(exc), permanent=False)
         except Exception as exc:  # an adapter bug must fail this delivery, not the worker
-            log.exception("destination %s/%s raised on delivery %s",
-                          self.channel, self.config.name, delivery.delivery_id)
+            # Exception text may quote content: the type here, the text in the store.
+            log.error("destination %s/%s raised %s on delivery %s", self.channel,
+                      self.config.name, type(exc).__name__, delivery.delivery_id)
+            log.debug("traceback of delivery %s", delivery.delivery_id, exc_info=exc)
             return self._failed(delivery, f"{type(exc).__name__}: {exc}", permanent=False)
         finally:
             metrics.DELIVERY_LATENCY.labels(self.channel, self.config.name).observe(
@@ -218,8 +220,11 @@ class DeliveryWorker:
     def _failed(
         self, delivery: OutboundDelivery, reason: str, *, permanent: bool
     ) -> DeliveryResult:
+        # Only the reason's head ("HTTP 503", "timeout after 30s"): a peer's error body
+        # can echo patient data, so the full reason goes to the store (last_error) only.
         log.info("delivery %s to %s/%s failed (attempt %d): %s", delivery.delivery_id,
-                 self.channel, self.config.name, delivery.attempt, reason[:200])
+                 self.channel, self.config.name, delivery.attempt,
+                 reason.split(":", 1)[0][:80])
         return DeliveryResult(delivery, Result.FAILED, policy=self._policy, detail=reason,
                               permanent=permanent)
 

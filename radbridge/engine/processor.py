@@ -132,7 +132,10 @@ class Processor:
         except PipelineError as exc:
             return _errored(session, message, str(exc), now)
         except Exception as exc:  # a bug or a lost blob: error this message, keep the rest
-            log.exception("processing message %s failed", message.id)
+            # The exception text may quote content: its type in the log, the text in the
+            # message's error (access-controlled and audited when read).
+            log.error("processing message %s failed: %s", message.id, type(exc).__name__)
+            log.debug("traceback of message %s", message.id, exc_info=exc)
             return _errored(session, message, f"internal error: {type(exc).__name__}: {exc}", now)
         _copy_identifiers(message, outcome.payload)
         if not outcome.accepted or not outcome.destinations:
