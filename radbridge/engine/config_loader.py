@@ -22,15 +22,13 @@ import difflib
 import importlib
 import os
 import re
-import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from radbridge.engine.config import (
@@ -40,6 +38,7 @@ from radbridge.engine.config import (
     FilterConfig,
     TransformerConfig,
 )
+from radbridge.engine.config_locations import Loc, Resolved, resolve_loc
 from radbridge.errors import ConfigError, ConfigIssue
 from radbridge.mappings.registry import get_mapping, mapping_names
 
@@ -64,7 +63,6 @@ _PATTERN_HINTS = {
 }
 _MAPPING_ERRORS = ("model_type", "model_attributes_type", "dict_type")
 
-Loc = list[str | int]
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -325,86 +323,9 @@ def _find(root: yaml.Node, loc: Loc) -> tuple[yaml.Node, int, bool]:
     return node, line, True
 
 
-@dataclass
-class _Resolved:
-    """A pydantic loc walked alongside the model types."""
-
-    loc: Loc
-    parent: type[BaseModel] | None = None
-    """The model that owns the last segment (for the list of allowed keys)."""
-    discriminator: str | None = None
-    tags: dict[str, type[BaseModel]] = field(default_factory=dict)
-    """When loc names a discriminated union: its tags and their models."""
-
-
-def _resolve(raw_loc: tuple[int | str, ...]) -> _Resolved:
-    """Drop the union tags pydantic puts in locs, and note the model at each step."""
-    resolved = _Resolved([])
-    annotation, discriminator = _unwrap(ChannelConfig, None)
-    for segment in raw_loc:
-        tags = _tags(annotation, discriminator)
-        if tags and isinstance(segment, str) and segment in tags:
-            annotation, discriminator = tags[segment], None
-            continue
-        resolved.parent = annotation if _is_model(annotation) else None
-        is_index = get_origin(annotation) is list and isinstance(segment, int)
-        resolved.loc.append(segment if is_index else str(segment))
-        annotation, discriminator = _unwrap(*_child(annotation, segment))
-    resolved.discriminator = discriminator
-    resolved.tags = _tags(annotation, discriminator)
-    return resolved
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _unwrap(annotation: Any, discriminator: str | None) -> tuple[Any, str | None]:
-    """Strip Annotated (keeping a discriminator it declares) and Optional."""
-    while True:
-        if get_origin(annotation) is Annotated:
-            annotation, *metadata = get_args(annotation)
-            for item in metadata:
-                if isinstance(item, FieldInfo) and isinstance(item.discriminator, str):
-                    discriminator = item.discriminator
-        elif get_origin(annotation) in (Union, types.UnionType):
-            members = [arg for arg in get_args(annotation) if arg is not type(None)]
-            if len(members) != 1:
-                return annotation, discriminator
-            annotation = members[0]
-        else:
-            return annotation, discriminator
-
-
-def _child(annotation: Any, segment: str | int) -> tuple[Any, str | None]:
-    """The type one loc segment below `annotation` (Any when it cannot be told)."""
-    if _is_model(annotation):
-        for name, info in annotation.model_fields.items():
-            if segment in (name, info.alias):
-                disc = info.discriminator if isinstance(info.discriminator, str) else None
-                return info.annotation, disc
-    elif get_origin(annotation) is list and get_args(annotation):
-        return get_args(annotation)[0], None
-    elif get_origin(annotation) is dict and len(get_args(annotation)) == 2:
-        return get_args(annotation)[1], None
-    return Any, None
-
-
-def _tags(annotation: Any, discriminator: str | None) -> dict[str, type[BaseModel]]:
-    """Tag -> model of a discriminated union, read from the members' Literal fields."""
-    if discriminator is None or get_origin(annotation) not in (Union, types.UnionType):
-        return {}
-    tags: dict[str, type[BaseModel]] = {}
-    for member in get_args(annotation):
-        info = member.model_fields.get(discriminator) if _is_model(member) else None
-        if info is not None and get_origin(info.annotation) is Literal:
-            tags.update((str(tag), member) for tag in get_args(info.annotation))
-    return tags
-
-
 def _error_issue(document: _Document, error: ErrorDetails) -> ConfigIssue | None:
     """One pydantic error as a ConfigIssue: path without tags, line, what was expected."""
-    resolved = _resolve(error["loc"])
+    resolved = resolve_loc(error["loc"])
     loc, kind = resolved.loc, error["type"]
     node, _, complete = _find(document.node, loc)
     if complete and id(node) in document.unresolved:
@@ -422,7 +343,7 @@ def _error_issue(document: _Document, error: ErrorDetails) -> ConfigIssue | None
     return _issue(document, loc, message)
 
 
-def _tag_message(error: ErrorDetails, resolved: _Resolved, node: yaml.Node) -> str:
+def _tag_message(error: ErrorDetails, resolved: Resolved, node: yaml.Node) -> str:
     """A missing or unknown tag of a discriminated union, listing the tags it takes."""
     tags = list(resolved.tags)
     if error["type"] == "union_tag_not_found":
