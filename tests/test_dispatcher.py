@@ -79,7 +79,9 @@ async def test_a_delivery_being_recorded_is_not_sent_again(database, tmp_path):
                                 poll_interval=0.05)
         task = asyncio.create_task(worker.run())
         await settle(lambda: len(recorder.sent) == 1)
-        await asyncio.sleep(1.5)  # the lease runs out while the outcome is unrecorded
+        # The lease runs out while the outcome is unrecorded, and the worker re-claims it.
+        await settle(lambda: h.deliveries()[0].attempts == 2, timeout=10)
+        await asyncio.sleep(0.2)  # a second send would have happened by now
         worker.stop()
         await asyncio.wait_for(task, 5)
         (row,) = h.deliveries()
