@@ -102,3 +102,18 @@ def test_unreferenced_blobs_are_collected_after_the_grace_period(database, tmp_p
         assert report.blobs == 1 and not h.blobs.exists(orphan.sha256)
         assert h.blobs.exists(fresh_orphan.sha256)  # may belong to a receive in progress
         assert message_id in surviving(database)
+
+
+def test_temporary_blob_files_left_by_a_crash_are_collected_after_the_grace_period(
+    database, tmp_path
+):
+    with harness(database, tmp_path, [channel()]) as h:
+        incoming = h.blobs.root / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        stale, fresh = incoming / "blob-stale", incoming / "blob-fresh"
+        stale.write_bytes(b"half a blob")
+        fresh.write_bytes(b"being written now")
+        old = time.time() - 7200
+        os.utime(stale, (old, old))
+        prune(database, h.blobs, max_age=86400)
+    assert not stale.exists() and fresh.exists()

@@ -8,9 +8,11 @@ never held whole in memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +129,19 @@ class BlobStore:
             if path.is_file() and len(path.name) == 64:
                 yield path.name
 
-    def clean_incoming(self) -> None:
-        """Remove temporary files a crash left behind (none is referenced anywhere)."""
-        if self._incoming.exists():
-            for leftover in self._incoming.iterdir():
-                leftover.unlink(missing_ok=True)
+    def clean_incoming(self, older_than: float) -> int:
+        """Remove temporary files a crash left behind, untouched for `older_than` seconds
+        (younger ones may be blobs being written right now); returns how many."""
+        if not self._incoming.exists():
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for leftover in self._incoming.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+        return removed
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -19,7 +19,6 @@ in an issue, since it may be a secret.
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ from radbridge.engine.config import (
     TransformerConfig,
 )
 from radbridge.engine.config_locations import Loc, Resolved, resolve_loc
+from radbridge.engine.filters import NotACallable, import_callable
 from radbridge.errors import ConfigError, ConfigIssue
 from radbridge.mappings.registry import get_mapping, mapping_names
 
@@ -536,19 +536,15 @@ def _references(document: _Document) -> Iterator[ConfigIssue]:
 
 def _import_problem(dotted: str) -> str | None:
     """Why 'pkg.mod:attr' cannot be used as a function, in one line; None when it can."""
-    module_name, _, attribute = dotted.partition(":")
+    module_name = dotted.partition(":")[0]
     try:
-        module = importlib.import_module(module_name)
+        import_callable(dotted)
+    except NotACallable as exc:
+        return str(exc)
     except ImportError as exc:
         return f"cannot import {module_name!r}: {_one_line(exc)}"
     except Exception as exc:  # user code failing at import: report it, do not crash
         return f"importing {module_name!r} raised {type(exc).__name__}: {_one_line(exc)}"
-    try:
-        target = getattr(module, attribute)
-    except AttributeError:
-        return f"module {module_name!r} has no attribute {attribute!r}"
-    if not callable(target):
-        return f"{dotted!r} is not callable (it is a {type(target).__name__})"
     return None
 
 

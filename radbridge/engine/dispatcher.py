@@ -24,8 +24,7 @@ from collections.abc import Iterable
 from radbridge.engine import metrics
 from radbridge.engine.adapters import Destination
 from radbridge.engine.config import DestinationBase
-from radbridge.engine.outbox import DeliveryResult, OutboundDelivery, Outbox, OutboxWriter
-from radbridge.engine.outbox import Outcome as Result
+from radbridge.engine.outbox import DeliveryResult, OutboundDelivery, Outbox, OutboxWriter, Outcome
 from radbridge.engine.retry import RetryPolicy
 from radbridge.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -119,14 +118,14 @@ class DeliveryWorker:
             delivery, since = self._waiting.popleft()
             if time.monotonic() - since > lease / 2:
                 self._release_both()
-                self._writer.record(DeliveryResult(delivery, Result.RELEASED))
+                self._writer.record(DeliveryResult(delivery, Outcome.RELEASED))
                 continue
             task = asyncio.create_task(self._deliver(delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         while self._waiting:
             delivery, _ = self._waiting.popleft()
-            self._writer.record(DeliveryResult(delivery, Result.RELEASED))
+            self._writer.record(DeliveryResult(delivery, Outcome.RELEASED))
 
     async def _acquire(self, semaphore: asyncio.Semaphore) -> bool:
         """Take a permit, or give up when the worker is stopped (a stalled store or peer
@@ -198,10 +197,10 @@ class DeliveryWorker:
         started = time.perf_counter()
         try:
             sent = await self._destination.send(delivery)
-            return DeliveryResult(delivery, Result.SENT, response=sent.response,
+            return DeliveryResult(delivery, Outcome.SENT, response=sent.response,
                                   detail=sent.detail)
         except asyncio.CancelledError:
-            self._writer.record(DeliveryResult(delivery, Result.RELEASED))
+            self._writer.record(DeliveryResult(delivery, Outcome.RELEASED))
             raise
         except PermanentDeliveryError as exc:
             return self._failed(delivery, str(exc), permanent=True)
@@ -225,7 +224,7 @@ class DeliveryWorker:
         log.info("delivery %s to %s/%s failed (attempt %d): %s", delivery.delivery_id,
                  self.channel, self.config.name, delivery.attempt,
                  reason.split(":", 1)[0][:80])
-        return DeliveryResult(delivery, Result.FAILED, policy=self._policy, detail=reason,
+        return DeliveryResult(delivery, Outcome.FAILED, policy=self._policy, detail=reason,
                               permanent=permanent)
 
     def stop(self) -> None:

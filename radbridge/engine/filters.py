@@ -12,12 +12,24 @@ from radbridge.mappings.payload import Payload
 Predicate = Callable[[Payload], bool]
 
 
+class NotACallable(LookupError):
+    """'pkg.mod:attr' imports, but names no attribute or nothing callable."""
+
+
 def import_callable(dotted: str) -> Callable[..., object]:
-    """'package.module:attr' -> the callable it names (ImportError/AttributeError else)."""
+    """'package.module:attr' -> the callable it names.
+
+    Errors of the import itself (ImportError, or whatever the module raises while
+    loading) pass through; a missing or non-callable attribute is NotACallable.
+    """
     module_name, _, attribute = dotted.partition(":")
-    target = getattr(importlib.import_module(module_name), attribute)
+    module = importlib.import_module(module_name)
+    try:
+        target = getattr(module, attribute)
+    except AttributeError:
+        raise NotACallable(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(target):
-        raise TypeError(f"{dotted} is not callable")
+        raise NotACallable(f"{dotted!r} is not callable (it is a {type(target).__name__})")
     return target  # type: ignore[no-any-return]
 
 

@@ -38,7 +38,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from radbridge.engine import audit, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.db import Database
-from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
+from radbridge.engine.lifecycle import (
+    OPEN_DELIVERY_STATUSES,
+    DeliveryStatus,
+    MessageStatus,
+    StageKind,
+)
 from radbridge.engine.models import (
     DELIVERIES,
     STAGES,
@@ -157,7 +162,7 @@ def _due(
         earlier_open = exists().where(
             earlier.channel == d.channel, earlier.destination == d.destination,
             earlier.ordering_key == d.ordering_key,
-            earlier.status.in_([DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT]),
+            earlier.status.in_(OPEN_DELIVERY_STATUSES),
             or_(earlier.message_id < d.message_id,
                 and_(earlier.message_id == d.message_id, earlier.id < d.id)),
         )
@@ -185,20 +190,24 @@ def _load(session: Session, ids: Sequence[int]) -> list[OutboundDelivery]:
         .where(Delivery.id.in_(ids))
         .order_by(Delivery.message_id, Delivery.id)
     ).all()
-    return [
-        OutboundDelivery(
-            delivery_id=d.id, message_id=m.id, message_uid=m.uid, channel=d.channel,
-            destination=d.destination, generation=d.generation, attempt=d.attempts,
-            idempotency_key=d.idempotency_key,
-            content_type=s.content_type or m.content_type,
-            content=None if s.in_blob else (s.content or b""),
-            blob_sha256=s.content_sha256 if s.in_blob else None,
-            size=s.content_size or 0, created_at=d.created_at, received_at=m.received_at,
-            patient_id=m.patient_id, accession=m.accession, study_uid=m.study_uid,
-            metadata=dict(m.meta or {}),
-        )
-        for d, m, s in rows
-    ]
+    return [outbound(d, m, s) for d, m, s in rows]
+
+
+def outbound(delivery: Delivery, message: Message, stage: MessageStage) -> OutboundDelivery:
+    """What a destination needs, from a leased delivery, its message and content stage."""
+    return OutboundDelivery(
+        delivery_id=delivery.id, message_id=message.id, message_uid=message.uid,
+        channel=delivery.channel, destination=delivery.destination,
+        generation=delivery.generation, attempt=delivery.attempts,
+        idempotency_key=delivery.idempotency_key,
+        content_type=stage.content_type or message.content_type,
+        content=None if stage.in_blob else (stage.content or b""),
+        blob_sha256=stage.content_sha256 if stage.in_blob else None,
+        size=stage.content_size or 0, created_at=delivery.created_at,
+        received_at=message.received_at, patient_id=message.patient_id,
+        accession=message.accession, study_uid=message.study_uid,
+        metadata=dict(message.meta or {}),
+    )
 
 
 class OutboxWriter:

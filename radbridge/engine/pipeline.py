@@ -21,7 +21,7 @@ Step = Callable[[Payload], Payload]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Routing:
     """What the pipeline decided for one message."""
 
     accepted: bool
@@ -54,10 +54,10 @@ class ChannelPipeline:
         """False when nothing reads the content, so large blobs need not be loaded."""
         return bool(self._steps) or _filters_read_content(self.config)
 
-    def run(self, payload: Payload) -> Outcome:
+    def run(self, payload: Payload) -> Routing:
         """Filter, transform and route; PipelineError names the step that failed."""
         if not _safely("filter", "channel", self._filter, payload):
-            return Outcome(accepted=False, payload=payload)
+            return Routing(accepted=False, payload=payload)
         for label, step in self._steps:
             try:
                 payload = step(payload)
@@ -67,7 +67,7 @@ class ChannelPipeline:
             name for name, accepts in self._routes
             if _safely("destination filter", name, accepts, payload)
         )
-        return Outcome(
+        return Routing(
             accepted=True, payload=payload, destinations=destinations,
             transformed=bool(self._steps), steps=tuple(label for label, _ in self._steps),
         )

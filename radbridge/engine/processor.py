@@ -25,8 +25,8 @@ from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
 from radbridge.engine.models import Delivery, Message, MessageStage, utcnow
-from radbridge.engine.outbox import OutboundDelivery
-from radbridge.engine.pipeline import ChannelPipeline, Outcome
+from radbridge.engine.outbox import OutboundDelivery, outbound
+from radbridge.engine.pipeline import ChannelPipeline, Routing
 from radbridge.errors import PipelineError
 from radbridge.mappings.payload import Payload
 
@@ -104,7 +104,7 @@ class Processor:
                     session, message, stages[message.id], now, leased, queued))
             audit.append(session, records, self._audit_chain)
             session.flush()
-            handed = [_outbound(d, m, s) for d, m, s in leased]
+            handed = [outbound(d, m, s) for d, m, s in leased]
         return Processed(len(messages), handed, queued)
 
     def _claim(self, session: Session) -> Sequence[Message]:
@@ -202,22 +202,6 @@ class Processor:
         return stage
 
 
-def _outbound(delivery: Delivery, message: Message, stage: MessageStage) -> OutboundDelivery:
-    return OutboundDelivery(
-        delivery_id=delivery.id, message_id=message.id, message_uid=message.uid,
-        channel=delivery.channel, destination=delivery.destination,
-        generation=delivery.generation, attempt=delivery.attempts,
-        idempotency_key=delivery.idempotency_key,
-        content_type=stage.content_type or message.content_type,
-        content=None if stage.in_blob else (stage.content or b""),
-        blob_sha256=stage.content_sha256 if stage.in_blob else None,
-        size=stage.content_size or 0, created_at=delivery.created_at,
-        received_at=message.received_at, patient_id=message.patient_id,
-        accession=message.accession, study_uid=message.study_uid,
-        metadata=dict(message.meta or {}),
-    )
-
-
 def _received_stages(session: Session, message_ids: list[int]) -> dict[int, MessageStage]:
     rows = session.execute(
         select(MessageStage).where(
@@ -263,7 +247,7 @@ def _errored(session: Session, message: Message, reason: str, now: datetime) -> 
 
 
 def _filtered(
-    session: Session, message: Message, outcome: Outcome, now: datetime
+    session: Session, message: Message, outcome: Routing, now: datetime
 ) -> audit.AuditRecord:
     reason = "channel filter" if not outcome.accepted else "no destination filter accepted it"
     message.status = MessageStatus.FILTERED

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from radbridge.engine import audit
 from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.db import Database
-from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus
+from radbridge.engine.lifecycle import OPEN_DELIVERY_STATUSES, DeliveryStatus, MessageStatus
 from radbridge.engine.models import Delivery, Message, MessageStage, utcnow
 
 BLOB_GRACE_SECONDS = 3600.0
@@ -37,7 +37,7 @@ def _eligible(include_errored: bool, include_queued: bool) -> ColumnElement[bool
     statuses = [MessageStatus.FILTERED, MessageStatus.ROUTED]
     if include_errored:
         statuses.append(MessageStatus.ERRORED)
-    blocking = [] if include_queued else [DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT]
+    blocking = [] if include_queued else list(OPEN_DELIVERY_STATUSES)
     if not include_errored:
         blocking.append(DeliveryStatus.DEAD)
     condition: ColumnElement[bool] = Message.status.in_(statuses)
@@ -106,11 +106,13 @@ def _over_size(session, eligible, max_size: int, already: set[int]) -> list[int]
 
 
 def collect_blobs(database: Database, blobs: BlobStore) -> tuple[int, int]:
-    """Delete blob files no stage refers to (older than the grace period)."""
+    """Delete blob files no stage refers to, and temporary files a crash left behind
+    (both only when older than the grace period)."""
     with database.read() as session:
         referenced = set(session.execute(
             select(MessageStage.content_sha256).where(MessageStage.in_blob.is_(True)).distinct()
         ).scalars())
+    blobs.clean_incoming(older_than=BLOB_GRACE_SECONDS)
     cutoff = time.time() - BLOB_GRACE_SECONDS
     count = freed = 0
     for sha256 in list(blobs.all_hashes()):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from radbridge.engine.db import sqlite_url
@@ -24,7 +24,6 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     node_id: str = ""
-    config_paths: tuple[Path, ...] = field(default_factory=tuple)
     inline_limit: int = 64 * 1024
     """Content up to this many bytes is kept in the database; larger goes to blobs."""
 
@@ -41,7 +40,6 @@ class Settings:
         api_host: str | None = None,
         api_port: int | None = None,
         node_id: str | None = None,
-        config_paths: tuple[Path, ...] = (),
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         """Command-line values win over RADBRIDGE_* environment variables over defaults."""
@@ -55,5 +53,4 @@ class Settings:
             api_host=host,
             api_port=port,
             node_id=node_id or env.get("RADBRIDGE_NODE_ID") or f"{socket.gethostname()}:{port}",
-            config_paths=config_paths,
         )

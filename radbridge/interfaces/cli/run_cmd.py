@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     settings = Settings.resolve(
         data_dir=args.data_dir, database_url=args.database_url, api_host=args.host,
-        api_port=args.port, node_id=args.node_id, config_paths=paths,
+        api_port=args.port, node_id=args.node_id,
     )
     import radbridge.interfaces.adapters  # noqa: F401  (registers file, http, directory)
 
