@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.config import ChannelDestination, DestinationBase, NullDestination
+from radbridge.engine.db import Database
 from radbridge.engine.outbox import OutboundDelivery
 from radbridge.engine.receiver import Inbound, Receipt
 
@@ -33,12 +34,18 @@ class SendResult:
 
 @dataclass(frozen=True)
 class AdapterContext:
-    """What adapters may use: the data directory, the blob store, and `receive`."""
+    """What adapters may use: the data directory, the blob store, `receive`, the store.
+
+    `database` is for the engine's own destinations (the registry); wire adapters in
+    `interfaces` have no business writing to the store except through `receive`.
+    """
 
     data_dir: Path
     blobs: BlobStore
     inline_limit: int
     receive: Receive
+    database: Database
+    node_id: str = "local"
 
     def resolve(self, path: str) -> Path:
         """Relative paths in channel files are relative to the data directory."""

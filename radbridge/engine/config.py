@@ -208,8 +208,58 @@ class ChannelDestination(DestinationBase):
     channel: Name
 
 
+class TlsConfig(StrictModel):
+    """TLS for a listener or a client; certificate paths are relative to the data directory.
+
+    On a listener, `ca` plus `require_client_cert` makes it mutual TLS; on a client, `cert`
+    and `key` are the client certificate presented to the peer and `ca` verifies the peer.
+    """
+
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    require_client_cert: bool = False
+    verify_peer: bool = True
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("expected 'cert' and 'key' together")
+        if self.require_client_cert and self.ca is None:
+            raise ValueError("expected 'ca' (the issuers of accepted client certificates)"
+                             " when require_client_cert is true")
+        return self
+
+
+AckAction = Literal["retry", "dead-letter"]
+"""What an MLLP destination does with a negative or missing acknowledgement."""
+
+
+class MllpDestination(DestinationBase):
+    """Sends HL7 v2 over MLLP on a persistent connection and waits for each ACK."""
+
+    type: Literal["mllp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: TlsConfig | None = None
+    connect_timeout: Duration = 10.0
+    ack_timeout: Duration = 30.0
+    on_ae: AckAction = "dead-letter"
+    on_ar: AckAction = "retry"
+    on_timeout: AckAction = "retry"
+    max_message_size: ByteSize = 16 * 2**20
+
+
+class RegistryDestination(DestinationBase):
+    """Applies ADT and order messages to the patient/encounter/order registry."""
+
+    type: Literal["registry"]
+    default_issuer: str | None = None
+
+
 DestinationConfig = Annotated[
-    NullDestination | FileDestination | HttpDestination | ChannelDestination,
+    NullDestination | FileDestination | HttpDestination | ChannelDestination
+    | MllpDestination | RegistryDestination,
     Field(discriminator="type"),
 ]
 
@@ -243,8 +293,48 @@ class ChannelSource(StrictModel):
     type: Literal["channel"]
 
 
+class Hl7Acceptance(StrictModel):
+    """What an HL7 v2 source accepts; anything else is NAKed (and still stored)."""
+
+    versions: list[str] = Field(default_factory=lambda: [
+        "2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8",
+        "2.8.1", "2.8.2", "2.9"])
+    message_types: list[str] = Field(default_factory=lambda: ["*"])
+    """Patterns on MSG-1^MSG-2 such as 'ADT^*' or 'ORM^O01'; '*' means any standard type."""
+    processing_ids: list[str] = Field(default_factory=lambda: ["P", "D", "T"])
+    required_segments: dict[str, list[str]] = Field(default_factory=lambda: {
+        "ADT": ["EVN", "PID"], "ORM": ["PID", "ORC"], "OMI": ["PID", "ORC"],
+        "OMG": ["PID", "ORC"], "ORU": ["PID", "OBR"], "SIU": ["SCH"], "MDM": ["EVN", "PID"]})
+    """Segments that must be present, by message type (MSH-9.1)."""
+    encoding: str = "utf-8"
+    """How content is decoded when MSH-18 says nothing; content that does not decode is NAKed."""
+
+
+class MllpSource(StrictModel):
+    """An HL7 v2 MLLP listener: one frame per message, acknowledged after commit."""
+
+    type: Literal["mllp"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=2575, ge=0, le=65535)
+    tls: TlsConfig | None = None
+    idle_timeout: Duration = 600.0
+    max_message_size: ByteSize = 10 * 2**20
+    max_connections: int = Field(default=256, ge=1, le=65536)
+    dedup_window: Duration = 86_400.0
+    """A repeated MSH-10 from the same sender within this time is acknowledged, not stored."""
+    accept: Hl7Acceptance = Field(default_factory=Hl7Acceptance)
+    ack_application: str = "RADBRIDGE"
+    ack_facility: str = ""
+
+    @model_validator(mode="after")
+    def _tls_has_certificate(self) -> MllpSource:
+        if self.tls is not None and self.tls.cert is None:
+            raise ValueError("expected tls.cert and tls.key for a TLS listener")
+        return self
+
+
 SourceConfig = Annotated[
-    HttpSource | DirectorySource | ChannelSource,
+    HttpSource | DirectorySource | ChannelSource | MllpSource,
     Field(discriminator="type"),
 ]
 

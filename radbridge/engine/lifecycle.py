@@ -1,7 +1,8 @@
 """Status lifecycles of messages and deliveries, as enums with their transition tables.
 
 A message is received, then processed once per generation (a reprocess starts a new
-generation): it ends filtered, routed (deliveries queued) or errored. Each delivery
+generation): it ends filtered, routed (deliveries queued) or errored. A message a source refused
+(an HL7 message answered AE/AR) is stored as rejected and never processed. Each delivery
 goes pending -> in_flight (leased) -> sent, or back to pending for a retry (or when a
 lease is released or expires), or dead after the queue policy's bound; `retry` brings a
 dead delivery back to pending. The outbox's guarded UPDATEs (status and lease owner in
@@ -18,6 +19,8 @@ class MessageStatus(StrEnum):
     FILTERED = "filtered"
     ROUTED = "routed"
     ERRORED = "errored"
+    REJECTED = "rejected"
+    """Stored for inspection but refused at the door (e.g. NAKed HL7); never processed."""
 
 
 class StageKind(StrEnum):

@@ -53,6 +53,8 @@ class Inbound:
     accession: str | None = None
     study_uid: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    rejected: str | None = None
+    """Why the source refused it (it will NAK): stored for inspection, never processed."""
 
     def __post_init__(self) -> None:
         if (self.content is None) == (self.blob is None):
@@ -228,7 +230,8 @@ def _insert_messages(
 
 def _message_row(inbound: Inbound, uid: str, now: datetime) -> dict[str, Any]:
     return {
-        "uid": uid, "channel": inbound.channel, "status": MessageStatus.RECEIVED,
+        "uid": uid, "channel": inbound.channel,
+        "status": MessageStatus.RECEIVED if inbound.rejected is None else MessageStatus.REJECTED,
         "generation": 0, "received_at": now, "updated_at": now,
         "source": inbound.source[:255], "content_type": inbound.content_type[:127],
         "dedup_key": inbound.dedup_key, "patient_id": inbound.patient_id,
@@ -255,11 +258,15 @@ def _received_stage_row(message_id: int, inbound: Inbound, now: datetime) -> dic
 
 def _received_event(message_id: int, uid: str, inbound: Inbound) -> audit.AuditRecord:
     size = inbound.blob.size if inbound.blob else len(inbound.content or b"")
+    detail: dict[str, Any] = {"uid": uid, "size": size, "content_type": inbound.content_type[:127]}
+    if inbound.rejected is not None:
+        detail["reason"] = inbound.rejected[:500]
     return audit.AuditRecord(
-        action="message.received", actor=f"source:{inbound.source[:100]}",
+        action="message.received" if inbound.rejected is None else "message.rejected",
+        actor=f"source:{inbound.source[:100]}", outcome="success" if inbound.rejected is None
+        else "failure",
         channel=inbound.channel, message_id=message_id, patient_id=inbound.patient_id,
-        accession=inbound.accession, study_uid=inbound.study_uid,
-        detail={"uid": uid, "size": size, "content_type": inbound.content_type[:127]},
+        accession=inbound.accession, study_uid=inbound.study_uid, detail=detail,
     )
 
 

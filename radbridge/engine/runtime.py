@@ -71,7 +71,7 @@ class Node:
                                    inline_limit=settings.inline_limit, handoff=self,
                                    audit_chain=f"{node}/processor")
         self.context = AdapterContext(settings.data_dir, self.blobs, settings.inline_limit,
-                                      self.receive)
+                                      self.receive, self.database, settings.node_id)
         self.workers: list[DeliveryWorker] = []
         self._by_destination: dict[tuple[str, str], DeliveryWorker] = {}
         self.sources: list[Source] = []
