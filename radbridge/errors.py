@@ -14,6 +14,7 @@ boundary where they occur into the most specific type here, with context, using
     │   ├── TransientDeliveryError   worth retrying (peer down, timeout, 5xx)
     │   └── PermanentDeliveryError   retrying cannot help (4xx, rejected content)
     ├── AuditChainBroken             `audit verify` found an edited or missing row
+    ├── AdapterSetupError            a source or destination cannot start (port, certificate)
     ├── UnknownChannel               a name that no deployed channel has
     └── NotFound                     a message or delivery id that does not exist
 """
@@ -92,6 +93,10 @@ class AuditChainBroken(RadbridgeError):
         self.reason = reason
         where = f"at event {seq}" if seq is not None else "at the head"
         super().__init__(f"audit chain broken {where}: {reason}")
+
+
+class AdapterSetupError(RadbridgeError):
+    """A source or destination cannot start: a port in use, a certificate that will not load."""
 
 
 class UnknownChannel(RadbridgeError):

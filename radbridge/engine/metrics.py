@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -52,6 +52,13 @@ END_TO_END_LATENCY = Histogram(
 COMMIT_BATCH_SIZE = Histogram(
     "radbridge_commit_batch_size", "Messages committed together by the group committer",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+HL7_ACKS = Counter(
+    "radbridge_hl7_acks_total", "Acknowledgements an HL7 source sent, by MSA-1 code",
+    ["channel", "code"],
+)
+MLLP_CONNECTIONS = Gauge(
+    "radbridge_mllp_connections", "Open MLLP connections of a channel's listener", ["channel"]
 )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,6 +55,8 @@ class Inbound:
     metadata: Mapping[str, str] = field(default_factory=dict)
     rejected: str | None = None
     """Why the source refused it (it will NAK): stored for inspection, never processed."""
+    dedup_window: float | None = None
+    """Seconds a dedup key holds (HL7: MSH-10 reuse); None: for as long as the message is kept."""
 
     def __post_init__(self) -> None:
         if (self.content is None) == (self.blob is None):
@@ -156,6 +158,7 @@ class GroupCommitter:
         """One transaction for the whole batch: a few multi-row statements, not one per row."""
         with self._database.write() as session:
             known = _existing_dedup(session, [p.inbound for p in batch])
+            _retire_expired(session, known, batch)
             first_of: dict[tuple[str, str], int] = {}
             fresh: list[int] = []
             for index, pending in enumerate(batch):
@@ -176,7 +179,8 @@ class GroupCommitter:
                 if index in stored:
                     receipts.append(stored[index])
                 elif key in known:
-                    receipts.append(known[key])
+                    found = known[key]
+                    receipts.append(Receipt(found.message_id, found.uid, duplicate=True))
                 else:
                     first = stored[first_of[key]]  # type: ignore[index]
                     receipts.append(Receipt(first.message_id, first.uid, duplicate=True))
@@ -191,6 +195,11 @@ def _with_blob(inbound: Inbound, ref: BlobRef) -> Inbound:
     return Inbound(**{**inbound.__dict__, "content": None, "blob": ref})
 
 
+@dataclass(frozen=True)
+class _Known(Receipt):
+    received_at: datetime | None = None
+
+
 def _existing_dedup(
     session: Session, inbounds: Sequence[Inbound]
 ) -> dict[tuple[str, str] | None, Receipt]:
@@ -198,11 +207,32 @@ def _existing_dedup(
     if not keys:
         return {}
     rows = session.execute(
-        select(Message.channel, Message.dedup_key, Message.id, Message.uid).where(
+        select(Message.channel, Message.dedup_key, Message.id, Message.uid,
+               Message.received_at).where(
             tuple_(Message.channel, Message.dedup_key).in_(list(keys))
         )
     )
-    return {(c, k): Receipt(i, u, duplicate=True) for c, k, i, u in rows}
+    return {(c, k): _Known(i, u, duplicate=True, received_at=at) for c, k, i, u, at in rows}
+
+
+def _retire_expired(
+    session: Session, known: dict[tuple[str, str] | None, Receipt], batch: Sequence[_Pending]
+) -> None:
+    """Free the dedup keys whose window has passed, so the key names a new message.
+
+    The old message keeps its key with its id appended: still findable, no longer a match.
+    """
+    now = utcnow()
+    for pending in batch:
+        key, window = _dedup(pending.inbound), pending.inbound.dedup_window
+        found = known.get(key)
+        if key is None or window is None or not isinstance(found, _Known) \
+                or found.received_at is None:
+            continue
+        if (now - found.received_at).total_seconds() > window:
+            session.execute(update(_MESSAGES).where(_MESSAGES.c.id == found.message_id)
+                            .values(dedup_key=f"{key[1][:230]}~{found.message_id}"))
+            del known[key]
 
 
 def _insert_messages(

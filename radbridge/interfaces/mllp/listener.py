@@ -1,0 +1,167 @@
+"""The MLLP source: an asyncio server that stores each message, then acknowledges it.
+
+Each connection reads whatever TCP gives it, lets the frame decoder cut frames, stores
+every frame's record through the group committer, and writes the acknowledgements in
+the order the frames came. Frames that arrive together (a sender that does not wait
+for each ACK) are stored together, in one commit. A connection idle for `idle_timeout`
+is closed; more than `max_connections` at once are refused at accept. Nothing here
+raises into the event loop: a connection's failure closes that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+from radbridge.engine import metrics
+from radbridge.engine.adapters import AdapterContext, source_type
+from radbridge.engine.config import MllpSource
+from radbridge.errors import AdapterSetupError, StoreError
+from radbridge.interfaces.mllp.framing import Event, FrameDecoder, frame
+from radbridge.interfaces.mllp.intake import Examined, Hl7Intake
+from radbridge.interfaces.tls import server_context
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+
+
+class MllpListener:
+    """One channel's MLLP server; `port` is the bound port once started (0 picks one)."""
+
+    def __init__(self, channel: str, config: MllpSource, context: AdapterContext) -> None:
+        self._channel = channel
+        self._config = config
+        self._context = context
+        self._intake = Hl7Intake(channel, config)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.port = config.port
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        tls: ssl.SSLContext | None = None
+        if self._config.tls is not None:
+            tls = server_context(self._config.tls, lambda p: self._context.resolve(p))
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, self._config.host, self._config.port, ssl=tls,
+                limit=READ_SIZE, reuse_address=True)
+        except OSError as exc:
+            raise AdapterSetupError(
+                f"channel {self._channel}: cannot listen on {self._config.host}:"
+                f"{self._config.port}: {exc.strerror or exc}") from exc
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("channel %s: MLLP listening on %s:%d%s", self._channel, self._config.host,
+                 self.port, " (TLS)" if tls else "")
+
+    async def stop(self) -> None:
+        """Stop accepting, let each connection finish the frames it is storing, close."""
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._server.wait_closed()
+        self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        if len(self._connections) >= self._config.max_connections:
+            log.warning("channel %s: refused MLLP connection from %s: %d connections open",
+                        self._channel, peer, len(self._connections))
+            writer.close()
+            return
+        task = asyncio.current_task()
+        if task is None:  # not reachable: the server runs each connection as a task
+            return
+        self._connections.add(task)
+        metrics.MLLP_CONNECTIONS.labels(self._channel).inc()
+        try:
+            await self._serve(reader, writer, peer)
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            log.info("channel %s: MLLP connection from %s ended: %s", self._channel, peer,
+                     type(exc).__name__)
+        finally:
+            self._connections.discard(task)
+            metrics.MLLP_CONNECTIONS.labels(self._channel).dec()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     peer: str) -> None:
+        decoder = FrameDecoder(self._config.max_message_size)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE),
+                                                  self._config.idle_timeout)
+                except TimeoutError:
+                    log.info("channel %s: closing idle MLLP connection from %s",
+                             self._channel, peer)
+                    break
+                if not data:
+                    break
+                events = decoder.feed(data)
+                if events:
+                    await self._answer(events, writer, peer)
+        finally:
+            leftovers = decoder.close()
+            if leftovers:
+                # Store what the peer left half-sent; nobody is left to answer.
+                await asyncio.shield(self._store_all(leftovers, peer))
+
+    async def _answer(self, events: list[Event], writer: asyncio.StreamWriter,
+                      peer: str) -> None:
+        examined, stored = await self._store_all(events, peer)
+        for item, ok in zip(examined, stored, strict=True):
+            if not item.answer:
+                continue
+            ack = self._intake.acknowledgement(item, stored=ok)
+            code = "AR" if not ok else item.code
+            metrics.HL7_ACKS.labels(self._channel, code).inc()
+            if ack is not None:
+                writer.write(frame(ack))
+        await writer.drain()
+
+    async def _store_all(self, events: list[Event],
+                         peer: str) -> tuple[list[Examined], list[bool]]:
+        examined = [self._intake.examine(event, peer) for event in events]
+        results = await asyncio.gather(*(self._context.receive(item.inbound) for item in examined),
+                                       return_exceptions=True)
+        stored = []
+        for item, result in zip(examined, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, StoreError):
+                    raise result
+                log.warning("channel %s: could not store a message from %s: %s",
+                            self._channel, peer, type(result).__name__)
+                stored.append(False)
+                continue
+            stored.append(True)
+            if item.rejection is not None:
+                log.info("channel %s: message %d from %s refused: %s %d", self._channel,
+                         result.message_id, peer, item.code, item.rejection.error_code)
+        return examined, stored
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return "unknown"
+
+
+@source_type("mllp")
+def _mllp(channel: str, config: MllpSource, context: AdapterContext) -> MllpListener:
+    return MllpListener(channel, config, context)
