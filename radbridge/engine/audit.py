@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from radbridge.engine.db import Database
+from radbridge.engine.db import Database, insert_many
 from radbridge.engine.models import AUDIT_EVENTS, AUDIT_HEAD, AuditEvent, utcnow
 from radbridge.errors import AuditChainBroken
 
@@ -32,6 +32,13 @@ GENESIS_HASH = "0" * 64
 DEFAULT_CHAIN = "default"
 _EVENTS = AUDIT_EVENTS
 _HEAD = AUDIT_HEAD
+# Built once: every write transaction appends, and building a statement costs more
+# than SQLite takes to run it.
+_LOCK_HEAD = (select(_HEAD.c.hash).where(_HEAD.c.chain == bindparam("chain"))
+              .with_for_update())
+_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.chain == bindparam("chain_name"))
+                 .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"),
+                         count=_HEAD.c.count + bindparam("added")))
 
 
 @dataclass(frozen=True)
@@ -106,27 +113,21 @@ def append(
         row["prev_hash"] = prev
         row["hash"] = prev = event_hash(prev, _hashed_fields(row))
         rows.append(row)
-    seqs = connection.execute(
-        insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True), rows
-    ).scalars().all()
-    connection.execute(
-        update(_HEAD)
-        .where(_HEAD.c.chain == chain)
-        .values(seq=seqs[-1], hash=prev, count=_HEAD.c.count + len(rows))
-    )
+    seqs = insert_many(connection, _EVENTS, rows)
+    connection.execute(_ADVANCE_HEAD, {"chain_name": chain, "new_seq": seqs[-1],
+                                       "new_hash": prev, "added": len(rows)})
 
 
 def _lock_head(connection: Connection, chain: str) -> str:
     """The chain's last hash, with its head row locked; a new chain starts at genesis."""
-    locked = select(_HEAD.c.hash).where(_HEAD.c.chain == chain).with_for_update()
-    prev = connection.execute(locked).scalar_one_or_none()
+    prev = connection.execute(_LOCK_HEAD, {"chain": chain}).scalar_one_or_none()
     if prev is None:
         start = {"chain": chain, "seq": 0, "hash": GENESIS_HASH, "count": 0}
         if connection.dialect.name == "postgresql":
             connection.execute(pg_insert(_HEAD).values(start).on_conflict_do_nothing())
         else:
             connection.execute(sqlite_insert(_HEAD).values(start).on_conflict_do_nothing())
-        prev = connection.execute(locked).scalar_one()
+        prev = connection.execute(_LOCK_HEAD, {"chain": chain}).scalar_one()
     return str(prev)
 
 

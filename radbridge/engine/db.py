@@ -7,19 +7,35 @@ concurrent under WAL. Driver errors are translated into `StoreUnavailable` here.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radbridge.errors import StoreUnavailable
 
+WRITE_LOCK_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for its turn in this process before giving up."""
 _READONLY = "radbridge_readonly"
 _RELAXED = "radbridge_relaxed"
 
@@ -38,8 +54,12 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        self._write_lock: threading.Lock | None = None
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url)
+            # SQLite has one writer; threads that queue on its busy handler sleep in steps
+            # of up to 100 ms. Queuing on a lock here hands the writer over at once.
+            self._write_lock = threading.Lock()
         else:
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
@@ -67,6 +87,9 @@ class Database:
         acknowledges is always committed with a full fsync.
         """
         factory = self._relaxed_writer if redoable else self._writer
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
+            raise StoreUnavailable(f"store busy: no write turn within {WRITE_LOCK_TIMEOUT:g}s")
         try:
             with factory() as session, session.begin():
                 yield session
@@ -74,6 +97,9 @@ class Database:
             if isinstance(exc, DBAPIError) and not _is_availability_error(exc):
                 raise
             raise StoreUnavailable(f"store cannot commit: {_short(exc)}") from exc
+        finally:
+            if lock is not None:
+                lock.release()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -145,3 +171,45 @@ def _is_availability_error(exc: DBAPIError) -> bool:
 def _short(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     return str(original).splitlines()[0][:300]
+
+
+def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert `rows` and return their primary keys in row order.
+
+    PostgreSQL: one INSERT ... RETURNING for all rows. SQLite cannot promise the order
+    of RETURNING rows, so SQLAlchemy would fall back to one INSERT per row; instead
+    the rows go in as one executemany and their keys are read back: under SQLite's
+    single writer (the caller's transaction holds it) they are exactly the keys above
+    the largest one before the insert, in insertion order.
+    """
+    if not rows:
+        return []
+    statements = _insert_statements(table)
+    if connection.dialect.name == "postgresql":
+        return list(connection.execute(statements.returning, rows).scalars())
+    before = connection.execute(statements.largest_key).scalar_one()
+    connection.execute(statements.plain, rows)
+    ids = list(connection.execute(statements.keys_above, {"above": before}).scalars())
+    if len(ids) != len(rows):
+        raise RuntimeError(f"{table.name}: inserted {len(rows)} rows but found {len(ids)} keys")
+    return ids
+
+
+@dataclass(frozen=True)
+class _InsertStatements:
+    plain: Executable
+    returning: Executable
+    largest_key: Executable
+    keys_above: Executable
+
+
+@functools.cache
+def _insert_statements(table: Table) -> _InsertStatements:
+    """Statements built once per table (building one costs more than running it)."""
+    key = next(iter(table.primary_key.columns))
+    return _InsertStatements(
+        plain=insert(table),
+        returning=insert(table).returning(key, sort_by_parameter_order=True),
+        largest_key=select(func.coalesce(func.max(key), 0)),
+        keys_above=select(key).where(key > bindparam("above")).order_by(key),
+    )

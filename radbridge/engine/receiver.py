@@ -21,22 +21,29 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from radbridge.engine import audit, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.blobstore import BlobRef, BlobStore
-from radbridge.engine.db import Database
+from radbridge.engine.db import Database, insert_many
 from radbridge.engine.lifecycle import MessageStatus, StageKind
-from radbridge.engine.models import MESSAGES, STAGES, Message, utcnow
+from radbridge.engine.models import MESSAGES, STAGES, utcnow
 from radbridge.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 _MESSAGES = MESSAGES
 _STAGES = STAGES
+_FIND_DEDUP = (
+    select(_MESSAGES.c.channel, _MESSAGES.c.dedup_key, _MESSAGES.c.id, _MESSAGES.c.uid,
+           _MESSAGES.c.received_at)
+    .where(_MESSAGES.c.channel.in_(bindparam("channels", expanding=True)),
+           _MESSAGES.c.dedup_key.in_(bindparam("keys", expanding=True)))
+)
+_INSERT_STAGES = insert(_STAGES)
 
 
 @dataclass(frozen=True)
@@ -206,13 +213,12 @@ def _existing_dedup(
     keys = {key for key in map(_dedup, inbounds) if key is not None}
     if not keys:
         return {}
-    rows = session.execute(
-        select(Message.channel, Message.dedup_key, Message.id, Message.uid,
-               Message.received_at).where(
-            tuple_(Message.channel, Message.dedup_key).in_(list(keys))
-        )
-    )
-    return {(c, k): _Known(i, u, duplicate=True, received_at=at) for c, k, i, u, at in rows}
+    # Core, not the ORM: this runs once per commit on the acknowledgement path.
+    rows = session.connection().execute(_FIND_DEDUP, {
+        "channels": sorted({channel for channel, _ in keys}),
+        "keys": [key for _, key in keys]})
+    return {(c, k): _Known(i, u, duplicate=True, received_at=at) for c, k, i, u, at in rows
+            if (c, k) in keys}
 
 
 def _retire_expired(
@@ -243,11 +249,9 @@ def _insert_messages(
         return []
     now = utcnow()
     connection = session.connection()  # Core on the tables: the ORM's bulk path costs more
-    ids = list(connection.execute(
-        insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True),
-        [_message_row(inbound, uid, now) for inbound, uid in fresh],
-    ).scalars())
-    connection.execute(insert(_STAGES), [
+    ids = insert_many(connection, _MESSAGES,
+                      [_message_row(inbound, uid, now) for inbound, uid in fresh])
+    connection.execute(_INSERT_STAGES, [
         _received_stage_row(message_id, inbound, now)
         for message_id, (inbound, _) in zip(ids, fresh, strict=True)
     ])
