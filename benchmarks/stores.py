@@ -22,10 +22,12 @@ from sqlalchemy import text
 
 from radbridge.engine.db import Database
 from radbridge.engine.migrate import upgrade
+from radbridge.engine.models import Base
 
 PG_ADMIN = os.environ.get("RADBRIDGE_BENCH_PG", "host=127.0.0.1 user=postgres dbname=postgres")
 PG_DATABASE = os.environ.get("RADBRIDGE_BENCH_DB", "radbridge_bench")
-TABLES = ("deliveries", "message_stages", "messages", "audit_events", "audit_head")
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
+"""Every table of the schema, so a new one is emptied too."""
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ lives in the blob store and the row keeps its hash. Times are stored as UTC.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -215,3 +216,132 @@ STAGES = cast(Table, MessageStage.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)
 AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
 AUDIT_HEAD = cast(Table, AuditHead.__table__)
+
+
+# --- the registry: patients, encounters and orders fed by HL7 ADT/ORM/OMI ----------------
+# Demographics (name, birth date, sex) are PHI: logs and audit details carry row ids only.
+
+
+class Patient(Base):
+    """A patient by one identifier and its issuer; a merged patient points at its survivor.
+
+    `issuer` is '' rather than NULL when unknown, so that the unique constraint holds.
+    """
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    identifier: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    name: Mapped[str | None] = mapped_column(String(255))
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    sex: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("identifier", "issuer"),
+        Index(None, "merged_into_id"),
+    )
+
+
+class Encounter(Base):
+    """A visit (PV1-19 visit number) of a patient, with its status and where it is."""
+
+    __tablename__ = "encounters"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    visit_number: Mapped[str] = mapped_column(String(64))
+    visit_issuer: Mapped[str] = mapped_column(String(64), default="")
+    patient_class: Mapped[str | None] = mapped_column(String(8))
+    location: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    discharged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_message_uid: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("visit_number", "visit_issuer"),
+        Index(None, "patient_id"),
+    )
+
+
+class Order(Base):
+    """An imaging order as the placer and filler know it, with its current status."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    placer_number: Mapped[str | None] = mapped_column(String(64))
+    filler_number: Mapped[str | None] = mapped_column(String(64))
+    accession: Mapped[str | None] = mapped_column(String(64))
+    accession_issuer: Mapped[str | None] = mapped_column(String(64))
+    study_uid: Mapped[str | None] = mapped_column(String(64))
+    procedure_code: Mapped[str | None] = mapped_column(String(64))
+    procedure_system: Mapped[str | None] = mapped_column(String(64))
+    procedure_display: Mapped[str | None] = mapped_column(String(255))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[str | None] = mapped_column(String(16))
+    ordering_provider_id: Mapped[str | None] = mapped_column(String(64))
+    ordering_provider_name: Mapped[str | None] = mapped_column(String(255))
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    last_message_uid: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index(None, "accession"),
+        Index(None, "placer_number"),
+        Index(None, "filler_number"),
+        Index(None, "study_uid"),
+        Index(None, "patient_id"),
+    )
+
+
+class OrderStatusHistory(Base):
+    """One order message applied to an order: the status before and after, and why."""
+
+    __tablename__ = "order_status_history"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    control_code: Mapped[str] = mapped_column(String(2))
+    message_uid: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index(None, "order_id", "id"),)
+
+
+class Study(Base):
+    """An imaging study known to the registry; the DICOM work adds to it."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    accession: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index(None, "accession"),
+        Index(None, "patient_id"),
+    )
+
+
+class RegistryApplied(Base):
+    """A message the registry has applied: applying the same message again changes nothing."""
+
+    __tablename__ = "registry_applied"
+
+    message_uid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    message_type: Mapped[str] = mapped_column(String(16))
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
