@@ -15,6 +15,11 @@ boundary where they occur into the most specific type here, with context, using
     │   └── PermanentDeliveryError   retrying cannot help (4xx, rejected content)
     ├── AuditChainBroken             `audit verify` found an edited or missing row
     ├── AdapterSetupError            a source or destination cannot start (port, certificate)
+    ├── Hl7Rejection                 an HL7 message refused at the door: AE/AR, ERR code, where
+    │                                (radbridge.mappings.hl7.header)
+    ├── Hl7ContentError              an HL7 message the registry cannot apply (hl7.errors)
+    ├── Hl7EncodingError             a value that cannot go into an HL7 field (hl7.encoding)
+    ├── ResultFormatError            an AI result document with a wrong field (mappings.results)
     ├── UnknownChannel               a name that no deployed channel has
     └── NotFound                     a message or delivery id that does not exist
 """

@@ -172,7 +172,7 @@ destinations:
 """)
     assert [(i.line, i.path, i.message) for i in issues] == [
         (5, "destinations[0].type",
-         "unknown type 'fiel'; expected one of: null, file, http, channel"
+         "unknown type 'fiel'; expected one of: null, file, http, channel, mllp, registry"
          " (did you mean 'file'?)"),
     ]
 
@@ -181,11 +181,12 @@ def test_unknown_source_type() -> None:
     [issue] = issues_in("""\
 name: alpha
 source:
-  type: mllp
+  type: mlp
 destinations: [{name: a, type: "null"}]
 """)
     assert (issue.line, issue.path) == (3, "source.type")
-    assert issue.message == "unknown type 'mllp'; expected one of: http, directory, channel"
+    assert issue.message == ("unknown type 'mlp'; expected one of: http, directory, channel,"
+                             " mllp (did you mean 'mllp'?)")
 
 
 def test_missing_type() -> None:
@@ -197,7 +198,7 @@ destinations:
     directory: out
 """)
     assert (issue.line, issue.path) == (4, "destinations[0].type")
-    assert issue.message == "required; expected one of: null, file, http, channel"
+    assert issue.message == "required; expected one of: null, file, http, channel, mllp, registry"
 
 
 def test_bare_null_type_means_the_null_destination() -> None:
@@ -468,8 +469,8 @@ destinations: [{name: a, type: "null"}]
 """)
     assert where(issues) == [(4, "transformers[0]"), (5, "transformers[1].name")]
     assert issues[0].message == (
-        "unknown mapping 'text.strp'; expected one of: json.extract,"
-        " text.normalize_newlines, text.strip (did you mean 'text.strip'?)"
+        "unknown mapping 'text.strp'; expected one of: hl7.oru_r01, hl7.worklist_priority,"
+        " json.extract, text.normalize_newlines, text.strip (did you mean 'text.strip'?)"
     )
 
 

@@ -161,6 +161,7 @@ def test_channel_statistics_counts_and_zeros(database: Database) -> None:
     assert (ehr["sent"], ehr["dead"], ehr["oldest_pending_seconds"]) == (1, 1, 0.0)
     assert pacs == queries.empty_destination_stats()
     assert stats["idle"] == {"received": 0, "waiting": 0, "filtered": 0, "routed": 0, "errored": 0,
+                             "rejected": 0,
                              "destinations": {}}
     assert "elsewhere" not in stats
 

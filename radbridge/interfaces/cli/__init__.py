@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from radbridge import __version__
 
-SUBCOMMAND_MODULES = ("run", "validate", "messages", "audit", "db", "prune")
+SUBCOMMAND_MODULES = ("run", "validate", "messages", "audit", "db", "prune", "send")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,198 @@
+"""HL7 over MLLP: Radbridge with durable ACKs against python-hl7's bare server, same run.
+
+    python -m benchmarks.hl7            # full run (5,000 messages per figure)
+    python -m benchmarks.hl7 --quick    # 1,000 messages per figure
+
+Every party is its own process on 127.0.0.1: the load generator (benchmarks.mllp_load),
+the server under test, and for the end-to-end figure a sink standing in for the RIS.
+
+- reference: python-hl7's asyncio server; parses and ACKs, stores nothing.
+- ingest: `radbridge run` with one channel, MLLP source -> null destination; an ACK is
+  sent only after the message, its stage record and its audit event are committed.
+  The processor runs too (it has to: it is the same node), as in production.
+- end to end: MLLP source -> a transformer -> MLLP destination to the sink; the figure
+  is messages delivered to the sink (ACKed by it) per second, from the first send
+  until the sink has them all.
+
+Results go to benchmarks/results/hl7.json (ignored by git).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import httpx
+import yaml
+
+from benchmarks import stores
+
+RESULTS = Path(__file__).resolve().parent / "results" / "hl7.json"
+CONNECTIONS = (1, 8)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def process(command: list[str], *, ready: str | None = None, log: Path | None = None
+            ) -> Iterator[subprocess.Popen[str]]:
+    """A child process; with `ready`, wait until it prints a line starting with it."""
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
+    child = subprocess.Popen(command, stdout=subprocess.PIPE if ready else out,
+                             stderr=subprocess.STDOUT if ready else out, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        if ready:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line.startswith(ready):
+                raise RuntimeError(f"{command[:4]} did not start: {line!r}")
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+def load(port: int, connections: int, messages: int, first: int) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mllp_load", "--port", str(port), "--connections",
+         str(connections), "--messages", str(messages), "--first", str(first)],
+        capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@contextmanager
+def radbridge(channel: dict[str, Any], url: str, data_dir: Path) -> Iterator[int]:
+    """`radbridge run` with one channel file; yields once /ready answers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "channel.yaml"
+    config.write_text(yaml.safe_dump(channel, sort_keys=False))
+    api = free_port()
+    command = [sys.executable, "-m", "radbridge", "run", "-c", str(config), "--data-dir",
+               str(data_dir), "--database-url", url, "--port", str(api), "--node-id", "bench"]
+    with process(command, log=data_dir / "radbridge.log"):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError((data_dir / "radbridge.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield api
+
+
+def sink_count(control: int) -> int:
+    with socket.create_connection(("127.0.0.1", control)) as sock:
+        return int(sock.recv(64) or b"0")
+
+
+def run_reference(messages: int) -> list[dict[str, Any]]:
+    port = free_port()
+    with process([sys.executable, "-m", "benchmarks.mllp_peers", "reference", "--port",
+                  str(port)], ready="ready"):
+        return [{"party": "python-hl7 bare server", "store": "-", "connections": c,
+                 **load(port, c, messages, first=c * 10_000_000)} for c in CONNECTIONS]
+
+
+def run_ingest(kind: str, url: str, workdir: Path, messages: int) -> list[dict[str, Any]]:
+    port = free_port()
+    channel = {"name": "ingest", "source": {"type": "mllp", "port": port},
+               "destinations": [{"name": "discard", "type": "null"}]}
+    with radbridge(channel, url, workdir / f"{kind}-ingest"):
+        return [{"party": "radbridge ingest", "store": kind, "connections": c,
+                 **load(port, c, messages, first=c * 10_000_000)} for c in CONNECTIONS]
+
+
+def run_end_to_end(kind: str, url: str, workdir: Path, messages: int) -> dict[str, Any]:
+    port, sink_port, control = free_port(), free_port(), free_port()
+    channel = {"name": "relay", "source": {"type": "mllp", "port": port},
+               "transformers": ["text.normalize_newlines"],
+               "destinations": [{"name": "ris", "type": "mllp", "host": "127.0.0.1",
+                                 "port": sink_port, "queue": {"concurrency": 4}}]}
+    with process([sys.executable, "-m", "benchmarks.mllp_peers", "sink", "--port",
+                  str(sink_port), "--control", str(control)], ready="ready"), \
+            radbridge(channel, url, workdir / f"{kind}-e2e"):
+        warm = load(port, 8, 200, first=90_000_000)
+        while sink_count(control) < warm["messages"] + 200:
+            time.sleep(0.05)
+        began = time.perf_counter()
+        ingest = load(port, 8, messages, first=80_000_000)
+        expected = warm["messages"] + 200 + messages
+        deadline = time.monotonic() + 600
+        while (count := sink_count(control)) < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seconds = time.perf_counter() - began
+        return {"party": "radbridge ingest -> transform -> MLLP", "store": kind,
+                "connections": 8, "messages": count - expected + messages,
+                "seconds": seconds, "per_s": (count - expected + messages) / seconds,
+                "ingest_per_s": ingest["per_s"], "p50_ms": ingest["p50_ms"],
+                "p99_ms": ingest["p99_ms"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--messages", type=int)
+    args = parser.parse_args(argv)
+    messages = args.messages or (1000 if args.quick else 5000)
+    kinds = [k for k in args.stores.split(",") if k]
+    rows: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rb-hl7-")))
+        rows += run_reference(messages)
+        if "postgresql" in kinds:
+            stack.enter_context(stores.postgres_database())
+        for kind in kinds:
+            url = (f"sqlite:///{workdir / f'{kind}.db'}" if kind == "sqlite"
+                   else stores.pg_url())
+            rows += run_ingest(kind, url, workdir, messages)
+            if kind == "postgresql":
+                stores.fresh_store(kind, workdir, "pg-reset")
+            url = (f"sqlite:///{workdir / f'{kind}-e2e.db'}" if kind == "sqlite"
+                   else stores.pg_url())
+            rows.append(run_end_to_end(kind, url, workdir, messages))
+    print_table(rows)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"messages": messages, "rows": rows}, indent=2))
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    reference = {r["connections"]: r["per_s"] for r in rows if r["store"] == "-"}
+    print(f"{'party':40} {'store':10} {'conn':>4} {'msg/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
+          f" {'x ref':>6}")
+    for row in rows:
+        ratio = row["per_s"] / reference[row["connections"]] if reference else 0.0
+        print(f"{row['party']:40} {row['store']:10} {row['connections']:>4} "
+              f"{row['per_s']:>8.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {ratio:>6.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
