@@ -50,7 +50,8 @@ class TestRis:
             return [str(hl7.parse(text).segment("MSH")(10)) for text in self.received]
 
     async def _start(self) -> None:
-        self._server = await hl7.mllp.start_hl7_server(self._client, host="127.0.0.1", port=0)
+        self._server = await hl7.mllp.start_hl7_server(self._client, host="127.0.0.1", port=0,
+                                                       encoding="utf-8")
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
