@@ -73,10 +73,13 @@ def test_several_channels_in_one_file_as_yaml_documents() -> None:
 
 def test_shipped_default_channels_validate() -> None:
     loaded = load_channel_files([DEFAULT_DIR], env={})
-    assert sorted(channel.config.name for channel in loaded) == ["drop-folder", "inbox"]
+    assert sorted(channel.config.name for channel in loaded) == ["drop-folder", "hl7-in", "inbox"]
     by_name = {channel.config.name: channel.config for channel in loaded}
     assert by_name["inbox"].source.type == "http"
     assert by_name["drop-folder"].source.type == "directory"
+    hl7_in = by_name.pop("hl7-in")
+    assert (hl7_in.source.type, hl7_in.source.port) == ("mllp", 2575)  # type: ignore[union-attr]
+    assert hl7_in.destination("registry").queue.ordering_key == "patient_id"
     for config in by_name.values():
         archive = config.destination("archive")
         assert isinstance(archive, FileDestination)

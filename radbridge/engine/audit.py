@@ -88,11 +88,17 @@ def append(
 
     The events commit or roll back together with the state change they describe.
     """
+    append_rows(session.connection(), records, chain)
+
+
+def append_rows(
+    connection: Connection, records: Sequence[AuditRecord], chain: str = DEFAULT_CHAIN
+) -> None:
+    """`append` for callers that work on the transaction's Core connection."""
     if not records:
         return
     # Core statements on the tables: this runs in every write transaction, and the ORM's
     # bulk machinery costs several times the database's own work here.
-    connection = session.connection()
     prev = _lock_head(connection, chain)
     at = utcnow()
     rows: list[dict[str, Any]] = []

@@ -1,10 +1,14 @@
 """The processor: runs each received message through its channel's pipeline.
 
-It claims a batch of received messages in one transaction (`FOR UPDATE SKIP LOCKED`
-on PostgreSQL, so several nodes take different messages; SQLite has one writer), runs
-filter -> transform -> route in memory, and in the same transaction writes the stage
-records, the outbox deliveries, the new status and the audit events. A crash before
-the commit leaves the messages received, to be processed again; after it, the
+A batch goes in three steps: take received messages, run filter -> transform -> route
+in memory, then write in one transaction the stage records, the outbox deliveries, the
+new status and the audit events. On PostgreSQL the messages are claimed in that same
+transaction (`FOR UPDATE SKIP LOCKED`, so several nodes take different messages: row
+locks hold up nobody else). SQLite has a single writer for the whole store, and a
+source's acknowledgement waits for it; so there the pipeline runs before the write
+transaction, and the transaction only checks that each message is still received in
+the same generation (a reprocess may have moved it on) and writes the rows. A crash
+before the commit leaves the messages received, to be processed again; after it, the
 deliveries exist. Either way nothing acknowledged is lost.
 """
 
@@ -15,22 +19,45 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from radbridge.engine import audit, metrics
 from radbridge.engine.blobstore import BlobStore
-from radbridge.engine.db import Database
+from radbridge.engine.db import Database, insert_many
 from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
-from radbridge.engine.models import Delivery, Message, MessageStage, utcnow
-from radbridge.engine.outbox import OutboundDelivery, outbound
-from radbridge.engine.pipeline import ChannelPipeline, Routing
+from radbridge.engine.models import DELIVERIES, MESSAGES, STAGES, utcnow
+from radbridge.engine.outbox import OutboundDelivery
+from radbridge.engine.pipeline import ChannelPipeline
 from radbridge.errors import PipelineError
 from radbridge.mappings.payload import Payload
 
 log = logging.getLogger(__name__)
+
+_M, _S, _D = MESSAGES.c, STAGES.c, DELIVERIES.c
+_CANDIDATES = (
+    select(_M.id, _M.uid, _M.channel, _M.generation, _M.content_type, _M.source,
+           _M.patient_id, _M.accession, _M.study_uid, _M.metadata, _M.attempts,
+           _M.received_at, _S.id.label("stage_id"), _S.in_blob, _S.content,
+           _S.content_sha256, _S.content_size, _S.content_type.label("stage_content_type"))
+    .join(STAGES, and_(_S.message_id == _M.id, _S.stage == StageKind.RECEIVED))
+    .where(_M.status == MessageStatus.RECEIVED,
+           _M.channel.in_(bindparam("channels", expanding=True)))
+    .order_by(_M.id)
+    .limit(bindparam("batch"))
+)
+_STILL_RECEIVED = select(_M.id, _M.generation).where(
+    _M.id.in_(bindparam("ids", expanding=True)), _M.status == MessageStatus.RECEIVED)
+_UPDATE_MESSAGE = (
+    update(MESSAGES).where(_M.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), error=bindparam("b_error"),
+            attempts=bindparam("b_attempts"), updated_at=bindparam("b_now"),
+            patient_id=bindparam("b_patient_id"), accession=bindparam("b_accession"),
+            study_uid=bindparam("b_study_uid"), content_type=bindparam("b_content_type"),
+            metadata=bindparam("b_meta", type_=_M.metadata.type))
+)
+_INSERT_STAGES = insert(STAGES)
 
 
 def idempotency_key(message_uid: str, generation: int, destination: str) -> str:
@@ -56,6 +83,20 @@ class Processed:
     handed: list[OutboundDelivery] = field(default_factory=list)
     queued: set[tuple[str, str]] = field(default_factory=set)
     """(channel, destination) of deliveries left in the outbox for a claim."""
+
+
+@dataclass
+class _Outcome:
+    """The pipeline's verdict on one message, ready to be written."""
+
+    row: Row[Any]
+    status: MessageStatus
+    payload: Payload
+    event: audit.AuditRecord
+    destinations: tuple[str, ...] = ()
+    transformed_stage: dict[str, Any] | None = None
+    detail: str | None = None
+    """For filtered and errored messages: the reason, kept in their stage record."""
 
 
 class Processor:
@@ -90,181 +131,219 @@ class Processor:
         """Process up to one batch of received messages."""
         if not self._pipelines:
             return Processed()
-        with self._database.write(redoable=True) as session:
-            messages = self._claim(session)
-            if not messages:
-                return Processed()
-            stages = _received_stages(session, [m.id for m in messages])
-            records: list[audit.AuditRecord] = []
-            leased: list[tuple[Delivery, Message, MessageStage]] = []
-            queued: set[tuple[str, str]] = set()
-            now = utcnow()
-            for message in messages:
-                records.append(self._process(
-                    session, message, stages[message.id], now, leased, queued))
-            audit.append(session, records, self._audit_chain)
-            session.flush()
-            handed = [outbound(d, m, s) for d, m, s in leased]
-        return Processed(len(messages), handed, queued)
-
-    def _claim(self, session: Session) -> Sequence[Message]:
-        statement = (
-            select(Message)
-            .where(Message.status == MessageStatus.RECEIVED,
-                   Message.channel.in_(list(self._pipelines)))
-            .order_by(Message.id)
-            .limit(self.batch)
-        )
+        parameters = {"channels": sorted(self._pipelines), "batch": self.batch}
         if self._database.is_postgres:
-            statement = statement.with_for_update(skip_locked=True)
-        return session.execute(statement).scalars().all()
+            with self._database.write(redoable=True) as session:
+                connection = session.connection()
+                rows = connection.execute(
+                    _CANDIDATES.with_for_update(skip_locked=True, of=MESSAGES), parameters
+                ).all()
+                return self._write(connection, [self._run(row) for row in rows])
+        with self._database.read() as session:
+            rows = session.connection().execute(_CANDIDATES, parameters).all()
+        if not rows:
+            return Processed()
+        outcomes = [self._run(row) for row in rows]  # no write lock held meanwhile
+        with self._database.write(redoable=True) as session:
+            connection = session.connection()
+            current: dict[int, int] = {
+                id_: generation for id_, generation in
+                connection.execute(_STILL_RECEIVED, {"ids": [r.id for r in rows]})}
+            return self._write(connection, [o for o in outcomes
+                                            if current.get(o.row.id) == o.row.generation])
 
-    def _process(
-        self, session: Session, message: Message, received: MessageStage, now: datetime,
-        leased: list[tuple[Delivery, Message, MessageStage]],
-        queued: set[tuple[str, str]],
-    ) -> audit.AuditRecord:
-        pipeline = self._pipelines[message.channel]
-        message.attempts += 1
-        message.updated_at = now
+    # --- the pipeline, in memory ---------------------------------------------------------
+
+    def _run(self, row: Row[Any]) -> _Outcome:
+        pipeline = self._pipelines[row.channel]
+        payload = self._payload(row, pipeline)
         try:
-            outcome = pipeline.run(self._payload(message, received, pipeline))
+            routing = pipeline.run(payload)
         except PipelineError as exc:
-            return _errored(session, message, str(exc), now)
+            return _errored(row, payload, str(exc))
         except Exception as exc:  # a bug or a lost blob: error this message, keep the rest
             # The exception text may quote content: its type in the log, the text in the
             # message's error (access-controlled and audited when read).
-            log.error("processing message %s failed: %s", message.id, type(exc).__name__)
-            log.debug("traceback of message %s", message.id, exc_info=exc)
-            return _errored(session, message, f"internal error: {type(exc).__name__}: {exc}", now)
-        _copy_identifiers(message, outcome.payload)
-        if not outcome.accepted or not outcome.destinations:
-            return _filtered(session, message, outcome, now)
-        content_stage = received
-        if outcome.transformed:
-            content_stage = self._transformed_stage(message, outcome.payload, now)
-            session.add(content_stage)
-            session.flush()
-        for name in outcome.destinations:
-            delivery = _delivery(message, pipeline, name, outcome.payload, content_stage.id, now)
-            if self._lease_locally(delivery, pipeline, now):
-                leased.append((delivery, message, content_stage))
-            else:
-                queued.add((delivery.channel, delivery.destination))
-            session.add(delivery)
-            session.add(MessageStage(
-                message_id=message.id, generation=message.generation, stage=StageKind.QUEUED,
-                destination=name, at=now,
-            ))
-        message.status = MessageStatus.ROUTED
-        message.error = None
-        return _event(message, "message.transformed", "success",
-                      {"steps": list(outcome.steps), "destinations": list(outcome.destinations),
-                       "generation": message.generation})
+            log.error("processing message %s failed: %s", row.id, type(exc).__name__)
+            log.debug("traceback of message %s", row.id, exc_info=exc)
+            return _errored(row, payload, f"internal error: {type(exc).__name__}: {exc}")
+        payload = routing.payload
+        if not routing.accepted or not routing.destinations:
+            reason = ("channel filter" if not routing.accepted
+                      else "no destination filter accepted it")
+            return _Outcome(row, MessageStatus.FILTERED, payload,
+                            _event(row, payload, "message.filtered", "success",
+                                   {"reason": reason}), detail=reason)
+        event = _event(row, payload, "message.transformed", "success",
+                       {"steps": list(routing.steps), "destinations": list(routing.destinations),
+                        "generation": row.generation})
+        stage = self._transformed_stage(row, payload) if routing.transformed else None
+        return _Outcome(row, MessageStatus.ROUTED, payload, event, routing.destinations, stage)
 
-    def _lease_locally(self, delivery: Delivery, pipeline: ChannelPipeline, now: datetime) -> bool:
-        policy = pipeline.config.destination(delivery.destination).queue
-        if self._handoff is None or policy.ordering_key is not None:
-            return False
-        if not self._handoff.reserve(delivery.channel, delivery.destination):
-            return False
-        delivery.status = DeliveryStatus.IN_FLIGHT
-        delivery.attempts = 1
-        delivery.lease_owner = self._handoff.node_id
-        delivery.lease_expires_at = now + timedelta(seconds=policy.lease)
-        return True
-
-    def _payload(
-        self, message: Message, received: MessageStage, pipeline: ChannelPipeline
-    ) -> Payload:
-        if received.in_blob:
-            needed = pipeline.needs_content and received.content_sha256
-            content = self._blobs.read_bytes(received.content_sha256 or "") if needed else b""
+    def _payload(self, row: Row[Any], pipeline: ChannelPipeline) -> Payload:
+        if row.in_blob:
+            needed = pipeline.needs_content and row.content_sha256
+            content = self._blobs.read_bytes(row.content_sha256 or "") if needed else b""
         else:
-            content = received.content or b""
+            content = row.content or b""
         return Payload(
-            content=content, content_type=message.content_type, source=message.source,
-            patient_id=message.patient_id, accession=message.accession,
-            study_uid=message.study_uid, metadata=message.meta or {},
+            content=content, content_type=row.content_type, source=row.source,
+            patient_id=row.patient_id, accession=row.accession, study_uid=row.study_uid,
+            metadata=row.metadata or {},
         )
 
-    def _transformed_stage(self, message: Message, payload: Payload, now: datetime) -> MessageStage:
-        stage = MessageStage(
-            message_id=message.id, generation=message.generation, stage=StageKind.TRANSFORMED,
-            at=now, content_type=payload.content_type, content_size=len(payload.content),
-        )
+    def _transformed_stage(self, row: Row[Any], payload: Payload) -> dict[str, Any]:
+        stage: dict[str, Any] = {
+            "message_id": row.id, "generation": row.generation,
+            "stage": StageKind.TRANSFORMED, "content_type": payload.content_type,
+            "content_size": len(payload.content), "destination": None, "detail": None,
+        }
         if len(payload.content) > self._inline_limit:
             ref = self._blobs.put_bytes(payload.content)
-            stage.in_blob, stage.content_sha256 = True, ref.sha256
+            stage.update(in_blob=True, content=None, content_sha256=ref.sha256)
         else:
-            stage.in_blob, stage.content = False, payload.content
-            stage.content_sha256 = hashlib.sha256(payload.content).hexdigest()
+            stage.update(in_blob=False, content=payload.content,
+                         content_sha256=hashlib.sha256(payload.content).hexdigest())
         return stage
 
+    # --- the write transaction ---------------------------------------------------------
 
-def _received_stages(session: Session, message_ids: list[int]) -> dict[int, MessageStage]:
-    rows = session.execute(
-        select(MessageStage).where(
-            MessageStage.message_id.in_(message_ids), MessageStage.stage == StageKind.RECEIVED
-        )
-    ).scalars()
-    return {stage.message_id: stage for stage in rows}
+    def _write(self, connection: Connection, outcomes: Sequence[_Outcome]) -> Processed:
+        if not outcomes:
+            return Processed()
+        now = utcnow()
+        transformed = [o for o in outcomes if o.transformed_stage is not None]
+        stage_ids = insert_many(connection, STAGES, [
+            {**o.transformed_stage, "at": now} for o in transformed  # type: ignore[dict-item]
+        ])
+        content_stage: dict[int, tuple[int, Any]] = {
+            o.row.id: (o.row.stage_id, o.row) for o in outcomes}
+        for outcome, stage_id in zip(transformed, stage_ids, strict=True):
+            content_stage[outcome.row.id] = (stage_id, outcome.transformed_stage)
+        deliveries: list[dict[str, Any]] = []
+        stages: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            row = outcome.row
+            if outcome.status is MessageStatus.ROUTED:
+                for name in outcome.destinations:
+                    deliveries.append(self._delivery(outcome, name,
+                                                     content_stage[row.id][0], now))
+                    stages.append(_stage(row, StageKind.QUEUED, now, destination=name))
+            else:
+                kind = (StageKind.ERRORED if outcome.status is MessageStatus.ERRORED
+                        else StageKind.FILTERED)
+                stages.append(_stage(row, kind, now, detail=outcome.detail))
+        delivery_ids = insert_many(connection, DELIVERIES, deliveries)
+        if stages:
+            connection.execute(_INSERT_STAGES, stages)
+        connection.execute(_UPDATE_MESSAGE, [_message_values(o, now) for o in outcomes])
+        audit.append_rows(connection, [o.event for o in outcomes], self._audit_chain)
+        _count(outcomes)
+        handed, queued = self._handed(outcomes, deliveries, delivery_ids, content_stage)
+        return Processed(len(outcomes), handed, queued)
+
+    def _delivery(self, outcome: _Outcome, name: str, content_stage_id: int,
+                  now: datetime) -> dict[str, Any]:
+        row = outcome.row
+        policy = self._pipelines[row.channel].config.destination(name).queue
+        key = outcome.payload.field(policy.ordering_key) if policy.ordering_key else None
+        delivery: dict[str, Any] = {
+            "message_id": row.id, "channel": row.channel, "destination": name,
+            "generation": row.generation, "status": DeliveryStatus.PENDING, "attempts": 0,
+            "created_at": now, "updated_at": now, "next_attempt_at": now, "sent_at": None,
+            "lease_owner": None, "lease_expires_at": None, "last_error": None,
+            "ordering_key": None if key is None else key[:255],
+            "idempotency_key": idempotency_key(row.uid, row.generation, name),
+            "content_stage_id": content_stage_id,
+        }
+        if (self._handoff is not None and policy.ordering_key is None
+                and self._handoff.reserve(row.channel, name)):
+            delivery.update(status=DeliveryStatus.IN_FLIGHT, attempts=1,
+                            lease_owner=self._handoff.node_id,
+                            lease_expires_at=now + timedelta(seconds=policy.lease))
+        return delivery
+
+    def _handed(
+        self, outcomes: Sequence[_Outcome], deliveries: list[dict[str, Any]],
+        delivery_ids: list[int], content_stage: dict[int, tuple[int, Any]],
+    ) -> tuple[list[OutboundDelivery], set[tuple[str, str]]]:
+        by_message = {o.row.id: o for o in outcomes}
+        handed: list[OutboundDelivery] = []
+        queued: set[tuple[str, str]] = set()
+        for delivery, delivery_id in zip(deliveries, delivery_ids, strict=True):
+            if delivery["status"] != DeliveryStatus.IN_FLIGHT:
+                queued.add((delivery["channel"], delivery["destination"]))
+                continue
+            outcome = by_message[delivery["message_id"]]
+            handed.append(_outbound(delivery_id, delivery, outcome,
+                                    content_stage[outcome.row.id][1]))
+        return handed, queued
 
 
-def _copy_identifiers(message: Message, payload: Payload) -> None:
-    message.patient_id = payload.patient_id
-    message.accession = payload.accession
-    message.study_uid = payload.study_uid
-    message.meta = dict(payload.metadata)
-    message.content_type = payload.content_type
-
-
-def _delivery(
-    message: Message, pipeline: ChannelPipeline, name: str, payload: Payload,
-    content_stage_id: int, now: datetime,
-) -> Delivery:
-    policy = pipeline.config.destination(name).queue
-    key = payload.field(policy.ordering_key) if policy.ordering_key else None
-    return Delivery(
-        message_id=message.id, channel=message.channel, destination=name,
-        generation=message.generation, status=DeliveryStatus.PENDING, attempts=0,
-        created_at=now, updated_at=now, next_attempt_at=now,
-        ordering_key=None if key is None else key[:255],
-        idempotency_key=idempotency_key(message.uid, message.generation, name),
-        content_stage_id=content_stage_id,
+def _outbound(delivery_id: int, delivery: Mapping[str, Any], outcome: _Outcome,
+              stage: Any) -> OutboundDelivery:
+    """What the local worker needs, from the rows just written (no read back)."""
+    row, payload = outcome.row, outcome.payload
+    if isinstance(stage, Mapping):  # the transformed stage's row
+        in_blob, content, sha, size, ctype = (stage["in_blob"], stage["content"],
+                                              stage["content_sha256"], stage["content_size"],
+                                              stage["content_type"])
+    else:  # the received stage, as read
+        in_blob, content, sha, size, ctype = (row.in_blob, row.content, row.content_sha256,
+                                              row.content_size, row.stage_content_type)
+    return OutboundDelivery(
+        delivery_id=delivery_id, message_id=row.id, message_uid=row.uid,
+        channel=row.channel, destination=delivery["destination"],
+        generation=row.generation, attempt=delivery["attempts"],
+        idempotency_key=delivery["idempotency_key"],
+        content_type=ctype or payload.content_type,
+        content=None if in_blob else (content or b""),
+        blob_sha256=sha if in_blob else None, size=size or 0,
+        created_at=delivery["created_at"], received_at=row.received_at,
+        patient_id=payload.patient_id, accession=payload.accession,
+        study_uid=payload.study_uid, metadata=dict(payload.metadata),
     )
 
 
-def _errored(session: Session, message: Message, reason: str, now: datetime) -> audit.AuditRecord:
-    message.status = MessageStatus.ERRORED
-    message.error = reason[:2000]
-    session.add(MessageStage(
-        message_id=message.id, generation=message.generation, stage=StageKind.ERRORED,
-        at=now, detail=reason[:2000],
-    ))
-    metrics.MESSAGES_ERRORED.labels(message.channel).inc()
-    return _event(message, "message.errored", "failure", {"reason": reason[:500]})
+def _message_values(outcome: _Outcome, now: datetime) -> dict[str, Any]:
+    payload = outcome.payload
+    return {
+        "b_id": outcome.row.id, "b_status": outcome.status,
+        "b_error": outcome.detail[:2000] if outcome.status is MessageStatus.ERRORED
+        and outcome.detail else None,
+        "b_attempts": outcome.row.attempts + 1, "b_now": now,
+        "b_patient_id": payload.patient_id, "b_accession": payload.accession,
+        "b_study_uid": payload.study_uid, "b_content_type": payload.content_type,
+        "b_meta": dict(payload.metadata),
+    }
 
 
-def _filtered(
-    session: Session, message: Message, outcome: Routing, now: datetime
-) -> audit.AuditRecord:
-    reason = "channel filter" if not outcome.accepted else "no destination filter accepted it"
-    message.status = MessageStatus.FILTERED
-    message.error = None
-    session.add(MessageStage(
-        message_id=message.id, generation=message.generation, stage=StageKind.FILTERED,
-        at=now, detail=reason,
-    ))
-    metrics.MESSAGES_FILTERED.labels(message.channel).inc()
-    return _event(message, "message.filtered", "success", {"reason": reason})
+def _stage(row: Row[Any], kind: StageKind, now: datetime, *, destination: str | None = None,
+           detail: str | None = None) -> dict[str, Any]:
+    return {"message_id": row.id, "generation": row.generation, "stage": kind, "at": now,
+            "destination": destination, "detail": None if detail is None else detail[:2000],
+            "content_type": None, "content": None, "content_sha256": None,
+            "content_size": None, "in_blob": False}
 
 
-def _event(
-    message: Message, action: str, outcome: str, detail: dict[str, object]
-) -> audit.AuditRecord:
+def _errored(row: Row[Any], payload: Payload, reason: str) -> _Outcome:
+    return _Outcome(row, MessageStatus.ERRORED, payload,
+                    _event(row, payload, "message.errored", "failure",
+                           {"reason": reason[:500]}), detail=reason)
+
+
+def _count(outcomes: Sequence[_Outcome]) -> None:
+    for outcome in outcomes:
+        if outcome.status is MessageStatus.ERRORED:
+            metrics.MESSAGES_ERRORED.labels(outcome.row.channel).inc()
+        elif outcome.status is MessageStatus.FILTERED:
+            metrics.MESSAGES_FILTERED.labels(outcome.row.channel).inc()
+
+
+def _event(row: Row[Any], payload: Payload, action: str, outcome: str,
+           detail: dict[str, object]) -> audit.AuditRecord:
     return audit.AuditRecord(
-        action=action, outcome=outcome, actor="engine", channel=message.channel,
-        message_id=message.id, patient_id=message.patient_id, accession=message.accession,
-        study_uid=message.study_uid, detail=detail,
+        action=action, outcome=outcome, actor="engine", channel=row.channel,
+        message_id=row.id, patient_id=payload.patient_id, accession=payload.accession,
+        study_uid=payload.study_uid, detail=detail,
     )
