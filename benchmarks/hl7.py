@@ -7,7 +7,8 @@ Every party is its own process on 127.0.0.1: the load generator (benchmarks.mllp
 the server under test, and for the end-to-end figure a sink standing in for the RIS.
 
 - reference: python-hl7's asyncio server; parses and ACKs, stores nothing.
-- ingest: `radbridge run` with one channel, MLLP source -> null destination; an ACK is
+- ingest: `radbridge run` (one process, and with --split two) with one channel,
+  MLLP source -> null destination; an ACK is
   sent only after the message, its stage record and its audit event are committed.
   The processor runs too (it has to: it is the same node), as in production.
 - end to end: MLLP source -> a transformer -> MLLP destination to the sink; the figure
@@ -85,14 +86,16 @@ def load(port: int, connections: int, messages: int, first: int) -> dict[str, An
 
 
 @contextmanager
-def radbridge(channel: dict[str, Any], url: str, data_dir: Path) -> Iterator[int]:
-    """`radbridge run` with one channel file; yields once /ready answers."""
+def radbridge(channel: dict[str, Any], url: str, data_dir: Path, split: bool
+              ) -> Iterator[int]:
+    """`radbridge run` (with --split: two processes) on one channel file, once ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "channel.yaml"
     config.write_text(yaml.safe_dump(channel, sort_keys=False))
     api = free_port()
     command = [sys.executable, "-m", "radbridge", "run", "-c", str(config), "--data-dir",
-               str(data_dir), "--database-url", url, "--port", str(api), "--node-id", "bench"]
+               str(data_dir), "--database-url", url, "--port", str(api), "--node-id", "bench",
+               *(["--split"] if split else [])]
     with process(command, log=data_dir / "radbridge.log"):
         deadline = time.monotonic() + 60
         while True:
@@ -120,16 +123,22 @@ def run_reference(messages: int) -> list[dict[str, Any]]:
                  **load(port, c, messages, first=c * 10_000_000)} for c in CONNECTIONS]
 
 
-def run_ingest(kind: str, url: str, workdir: Path, messages: int) -> list[dict[str, Any]]:
+def mode(split: bool) -> str:
+    return "2 processes" if split else "1 process"
+
+
+def run_ingest(kind: str, url: str, workdir: Path, messages: int, split: bool
+               ) -> list[dict[str, Any]]:
     port = free_port()
     channel = {"name": "ingest", "source": {"type": "mllp", "port": port},
                "destinations": [{"name": "discard", "type": "null"}]}
-    with radbridge(channel, url, workdir / f"{kind}-ingest"):
-        return [{"party": "radbridge ingest", "store": kind, "connections": c,
+    with radbridge(channel, url, workdir / f"{kind}-ingest-{split}", split):
+        return [{"party": f"radbridge ingest, {mode(split)}", "store": kind, "connections": c,
                  **load(port, c, messages, first=c * 10_000_000)} for c in CONNECTIONS]
 
 
-def run_end_to_end(kind: str, url: str, workdir: Path, messages: int) -> dict[str, Any]:
+def run_end_to_end(kind: str, url: str, workdir: Path, messages: int, split: bool
+                   ) -> dict[str, Any]:
     port, sink_port, control = free_port(), free_port(), free_port()
     channel = {"name": "relay", "source": {"type": "mllp", "port": port},
                "transformers": ["text.normalize_newlines"],
@@ -137,7 +146,7 @@ def run_end_to_end(kind: str, url: str, workdir: Path, messages: int) -> dict[st
                                  "port": sink_port, "queue": {"concurrency": 4}}]}
     with process([sys.executable, "-m", "benchmarks.mllp_peers", "sink", "--port",
                   str(sink_port), "--control", str(control)], ready="ready"), \
-            radbridge(channel, url, workdir / f"{kind}-e2e"):
+            radbridge(channel, url, workdir / f"{kind}-e2e-{split}", split):
         warm = load(port, 8, 200, first=90_000_000)
         while sink_count(control) < warm["messages"] + 200:
             time.sleep(0.05)
@@ -148,11 +157,18 @@ def run_end_to_end(kind: str, url: str, workdir: Path, messages: int) -> dict[st
         while (count := sink_count(control)) < expected and time.monotonic() < deadline:
             time.sleep(0.02)
         seconds = time.perf_counter() - began
-        return {"party": "radbridge ingest -> transform -> MLLP", "store": kind,
+        return {"party": f"radbridge MLLP -> transform -> MLLP, {mode(split)}", "store": kind,
                 "connections": 8, "messages": count - expected + messages,
                 "seconds": seconds, "per_s": (count - expected + messages) / seconds,
                 "ingest_per_s": ingest["per_s"], "p50_ms": ingest["p50_ms"],
                 "p99_ms": ingest["p99_ms"]}
+
+
+def fresh(kind: str, workdir: Path, label: str) -> str:
+    """An empty store for one configuration (SQLite: a new file; PostgreSQL: emptied)."""
+    if kind == "sqlite":
+        return f"sqlite:///{workdir / f'{label}.db'}"
+    return stores.fresh_store(kind, workdir, label).url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,14 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         if "postgresql" in kinds:
             stack.enter_context(stores.postgres_database())
         for kind in kinds:
-            url = (f"sqlite:///{workdir / f'{kind}.db'}" if kind == "sqlite"
-                   else stores.pg_url())
-            rows += run_ingest(kind, url, workdir, messages)
-            if kind == "postgresql":
-                stores.fresh_store(kind, workdir, "pg-reset")
-            url = (f"sqlite:///{workdir / f'{kind}-e2e.db'}" if kind == "sqlite"
-                   else stores.pg_url())
-            rows.append(run_end_to_end(kind, url, workdir, messages))
+            for split in (False, True):
+                rows += run_ingest(kind, fresh(kind, workdir, f"ingest-{split}"), workdir,
+                                   messages, split)
+                rows.append(run_end_to_end(kind, fresh(kind, workdir, f"e2e-{split}"),
+                                           workdir, messages, split))
     print_table(rows)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"messages": messages, "rows": rows}, indent=2))
@@ -186,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     reference = {r["connections"]: r["per_s"] for r in rows if r["store"] == "-"}
-    print(f"{'party':40} {'store':10} {'conn':>4} {'msg/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
+    print(f"{'party':46} {'store':10} {'conn':>4} {'msg/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
           f" {'x ref':>6}")
     for row in rows:
         ratio = row["per_s"] / reference[row["connections"]] if reference else 0.0
-        print(f"{row['party']:40} {row['store']:10} {row['connections']:>4} "
+        print(f"{row['party']:46} {row['store']:10} {row['connections']:>4} "
               f"{row['per_s']:>8.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {ratio:>6.2f}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,9 +150,33 @@ def _sqlite_engine(url: str) -> Engine:
         # (group commit keeps that fsync cheap per message); NORMAL for redoable work.
         relaxed = options.get(_RELAXED, False)
         connection.exec_driver_sql(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin_immediate(connection)
 
     return engine
+
+
+def _begin_immediate(connection: Any) -> None:
+    """Take SQLite's writer, retrying in small steps while another process holds it.
+
+    Within one process writers queue on `Database._write_lock`; between processes (a
+    node run as ingest and process roles) SQLite's own busy handler would sleep in
+    steps of 1, 2, 5, 10 ... 100 ms, which costs far more latency than the wait.
+    """
+    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
+    pause = 0.0002
+    try:
+        while True:
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig).lower() or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.002)
+    finally:
+        connection.exec_driver_sql("PRAGMA busy_timeout=30000")
 
 
 def _is_availability_error(exc: DBAPIError) -> bool:

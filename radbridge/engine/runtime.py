@@ -7,6 +7,11 @@ other way: sources stop first (nothing new is acknowledged), the processor finis
 batch, workers stop claiming and let sends in flight finish, unsent claims are
 released, and the writers commit what they hold. Whatever a crash interrupts instead
 is picked up on restart (or by another node when leases expire).
+
+A node may also run half of this: role "ingest" (sources and receiving only) or
+"process" (pipelines and deliveries only, finding received messages by polling the
+store). Two such processes on one store use both cores of a machine, which one Python
+process cannot; `radbridge run --split` starts them as a pair.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 from radbridge.engine import audit
 from radbridge.engine.adapters import AdapterContext, Source, build_destination, build_source
@@ -35,6 +41,10 @@ from radbridge.errors import UnknownChannel
 log = logging.getLogger(__name__)
 
 
+Role = Literal["all", "ingest", "process"]
+"""What a node runs; `radbridge run --split` runs "ingest" and "process" side by side."""
+
+
 class Node:
     """Runs a set of channels against one store; several nodes may share PostgreSQL."""
 
@@ -46,7 +56,11 @@ class Node:
         poll_interval: float = 0.5,
         drain_timeout: float = 30.0,
         linger: float = 0.005,
+        role: Role = "all",
     ) -> None:
+        """`role`: "all" runs everything; "ingest" only the sources (and receiving);
+        "process" only pipelines and deliveries, finding work by polling the store."""
+        self.role = role
         self._linger = linger
         self.settings = settings
         self.channels = {c.name: c for c in channels if c.enabled}
@@ -88,12 +102,25 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade, self.database)
-        released = await asyncio.to_thread(self.outbox.release_own_leases)
-        if released:
-            log.info("released %d deliveries this node had in flight before it stopped", released)
         await asyncio.to_thread(audit.append_now, self.database, self._config_events(),
                                 f"{self.node_id}/node")
         self.receiver.start()
+        if self.role != "ingest":
+            await self._start_processing()
+        if self.role != "process":
+            for name, channel in self.channels.items():
+                source = build_source(name, channel.source, self.context)
+                if source is not None:
+                    await source.start()
+                    self.sources.append(source)
+        self.ready = True
+        log.info("node %s started (%s): %d channel(s), %d destination worker(s)",
+                 self.settings.node_id, self.role, len(self.channels), len(self.workers))
+
+    async def _start_processing(self) -> None:
+        released = await asyncio.to_thread(self.outbox.release_own_leases)
+        if released:
+            log.info("released %d deliveries this node had in flight before it stopped", released)
         self.writer.start()
         for channel in self.channels.values():
             for destination in channel.destinations:
@@ -105,14 +132,6 @@ class Node:
         self._tasks.append(asyncio.create_task(self._process_loop(), name="processor"))
         self._tasks += [asyncio.create_task(w.run(), name=f"deliver:{w.channel}/{w.config.name}")
                         for w in self.workers]
-        for name, channel in self.channels.items():
-            source = build_source(name, channel.source, self.context)
-            if source is not None:
-                await source.start()
-                self.sources.append(source)
-        self.ready = True
-        log.info("node %s started: %d channel(s), %d destination worker(s)",
-                 self.settings.node_id, len(self.channels), len(self.workers))
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring for the order."""

@@ -19,14 +19,19 @@ from pathlib import Path
 import uvicorn
 
 from radbridge.channels import DEFAULT_DIR
+from radbridge.engine.config import ChannelConfig
 from radbridge.engine.config_loader import load_channels
-from radbridge.engine.runtime import Node
+from radbridge.engine.runtime import Node, Role
 from radbridge.engine.settings import Settings
 from radbridge.errors import ConfigError
 from radbridge.interfaces.api import ApiContext, create_app
 from radbridge.interfaces.cli.common import add_store_options_to
+from radbridge.interfaces.cli.split import ProcessingChild
 
 log = logging.getLogger("radbridge")
+
+PROCESS_ROLE_POLL = 0.02
+"""Seconds between looks for new messages in a node that does not receive them itself."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +47,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--drain-timeout", type=float, default=30.0,
                         help="seconds to let sends in flight finish at shutdown")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--role", choices=["all", "ingest", "process"], default="all",
+                        help="all (default); ingest: sources and the API only; process: "
+                        "pipelines and deliveries only, no API")
+    parser.add_argument("--split", action="store_true",
+                        help="use two cores: sources and the API here, pipelines and "
+                        "deliveries in a supervised child process on the same store")
     parser.set_defaults(handler=_run)
 
 
@@ -63,13 +74,39 @@ def _run(args: argparse.Namespace) -> int:
     )
     import radbridge.interfaces.adapters  # noqa: F401  (registers file, http, directory)
 
-    asyncio.run(_serve(settings, channels, args.drain_timeout))
+    if args.role == "process":
+        asyncio.run(_serve_processing(settings, channels, args.drain_timeout))
+        return 0
+    child = (ProcessingChild(settings, list(paths), args.drain_timeout, args.log_level)
+             if args.split else None)
+    role: Role = "ingest" if child is not None else args.role
+    asyncio.run(_serve(settings, channels, args.drain_timeout, role, child))
     return 0
 
 
-async def _serve(settings: Settings, channels: list, drain_timeout: float) -> None:  # type: ignore[type-arg]
-    node = Node(settings, channels, drain_timeout=drain_timeout)
+async def _serve_processing(settings: Settings, channels: list[ChannelConfig],
+                            drain_timeout: float) -> None:
+    """Role "process": no API, no sources; runs until SIGTERM/SIGINT."""
+    node = Node(settings, channels, drain_timeout=drain_timeout, role="process",
+                poll_interval=PROCESS_ROLE_POLL)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     await node.start()
+    log.info("processing node %s on store %s", settings.node_id, node.database.dialect)
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+async def _serve(settings: Settings, channels: list[ChannelConfig], drain_timeout: float,
+                 role: Role, child: ProcessingChild | None) -> None:
+    node = Node(settings, channels, drain_timeout=drain_timeout, role=role)
+    await node.start()
+    if child is not None:
+        child.start()
     context = ApiContext(
         database=node.database, blobs=node.blobs, channels=node.channels,
         node_id=settings.node_id, inline_limit=settings.inline_limit,
@@ -85,6 +122,8 @@ async def _serve(settings: Settings, channels: list, drain_timeout: float) -> No
         await server.serve()
     finally:
         await node.stop()
+        if child is not None:
+            await child.stop()
 
 
 class _Server(uvicorn.Server):
