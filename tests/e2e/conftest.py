@@ -319,7 +319,9 @@ class RadbridgeNode:
         node_id: str | None = None,
         port: int | None = None,
         drain_timeout: float = 10.0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        self.extra_args = extra_args
         self.name = name
         self.node_id = node_id or name
         self.port = port or free_port()
@@ -342,7 +344,7 @@ class RadbridgeNode:
             sys.executable, "-m", "radbridge", "run", "-c", str(self.config_path),
             "--data-dir", str(self.data_dir), "--database-url", self.database_url,
             "--port", str(self.port), "--node-id", self.node_id,
-            "--drain-timeout", str(self.drain_timeout),
+            "--drain-timeout", str(self.drain_timeout), *self.extra_args,
         ]
 
     # life cycle ----------------------------------------------------------------------

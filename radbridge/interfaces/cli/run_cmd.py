@@ -26,7 +26,7 @@ from radbridge.engine.settings import Settings
 from radbridge.errors import ConfigError
 from radbridge.interfaces.api import ApiContext, create_app
 from radbridge.interfaces.cli.common import add_store_options_to
-from radbridge.interfaces.cli.split import ProcessingChild
+from radbridge.interfaces.cli.split import ProcessingChild, exit_with_parent
 
 log = logging.getLogger("radbridge")
 
@@ -95,9 +95,11 @@ async def _serve_processing(settings: Settings, channels: list[ChannelConfig],
         loop.add_signal_handler(sig, stop.set)
     await node.start()
     log.info("processing node %s on store %s", settings.node_id, node.database.dialect)
+    watchdog = asyncio.create_task(exit_with_parent(stop))
     try:
         await stop.wait()
     finally:
+        watchdog.cancel()
         await node.stop()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from radbridge.engine.settings import Settings
 log = logging.getLogger("radbridge")
 
 RESTART_PAUSE = 1.0
+PARENT_PID_VARIABLE = "RADBRIDGE_SPLIT_PARENT_PID"
 
 
 class ProcessingChild:
@@ -43,7 +45,7 @@ class ProcessingChild:
         self._watch: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL)
+        self._process = self._spawn()
         log.info("processing child %s started (pid %d)", self.node_id, self._process.pid)
         self._watch = asyncio.create_task(self._supervise(), name="processing-child")
 
@@ -72,4 +74,22 @@ class ProcessingChild:
                           process.returncode, RESTART_PAUSE)
                 await asyncio.sleep(RESTART_PAUSE)
                 if not self._stopping:
-                    self._process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL)
+                    self._process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # The child watches this pid and stops when it is gone (even after a SIGKILL here).
+        environment = {**os.environ, PARENT_PID_VARIABLE: str(os.getpid())}
+        return subprocess.Popen(self._command, stdin=subprocess.DEVNULL, env=environment)
+
+
+async def exit_with_parent(stop: asyncio.Event) -> None:
+    """In the child: set `stop` once the supervising parent has gone (its pid changed)."""
+    expected = os.environ.get(PARENT_PID_VARIABLE)
+    if not expected:
+        return
+    while not stop.is_set():
+        if os.getppid() != int(expected):
+            log.warning("the supervising process %s is gone; stopping", expected)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
