@@ -49,3 +49,33 @@ def _delivery() -> OutboundDelivery:
         delivery_id=1, message_id=1, message_uid="u", channel="lab", destination="out",
         generation=0, attempt=1, idempotency_key="k", content_type="text/plain",
         content=b"", blob_sha256=None, size=0, created_at=now, received_at=now)
+
+
+async def test_hl7_traffic_good_and_bad_logs_no_names_or_mrns(tmp_path, caplog):
+    """Accepted, rejected and registry-applied HL7 messages: only ids reach the logs."""
+    import asyncio
+
+    from radbridge.engine.config import ChannelConfig
+    from tests.hl7_support import adt_a01, exchange, frame, running_node, stored
+
+    caplog.set_level(logging.DEBUG)
+    channel = ChannelConfig.model_validate({
+        "name": "adt", "source": {"type": "mllp", "port": 0},
+        "destinations": [{"name": "registry", "type": "registry"}]})
+    name, mrn = "ZEBRAFISH^QUENTIN", "MRN-PHI-7731"
+    good = adt_a01("LOG-1", patient=mrn).replace("EVERYMAN^ADAM^A^III", name + "\\Zbad\\")
+    bad_msh = good.replace("GOOD HEALTH HOSPITAL", "GOOD\\Q\\HOSP", 1).replace("LOG-1", "LOG-2")
+    no_pid_type = good.replace("ADT^A01^ADT_A01", "ADT^A99").replace("LOG-1", "LOG-3")
+    async with running_node(tmp_path, f"sqlite:///{tmp_path / 's.db'}", [channel]) as (node, port):
+        for text in (good, bad_msh, no_pid_type, "\x0bPID|1||" + mrn + "||" + name):
+            await asyncio.to_thread(exchange, port, frame(text) if text[0] != "\x0b"
+                                    else text.encode(), 0)
+        for _ in range(100):
+            if len(stored(node.database)) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # let the registry apply
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "adt" in logged  # the node did log (ids and channel names)
+    for secret in ("ZEBRAFISH", "QUENTIN", mrn):
+        assert secret not in logged, secret

@@ -20,6 +20,7 @@ from typing import Literal
 import hl7
 
 from radbridge.errors import RadbridgeError
+from radbridge.mappings.hl7.reading import unescape
 
 AckCode = Literal["AA", "AE", "AR"]
 
@@ -242,11 +243,18 @@ def _text(fields: hl7.Segment, number: int) -> str:
 
 
 def _component(fields: hl7.Segment, number: int, component: int = 1) -> str:
-    """Component of the first repetition, unescaped by python-hl7; '' when absent."""
-    try:
-        return str(fields.extract_field(1, number, 1, component, 1)).strip()
-    except IndexError:
+    """Component of the first repetition, unescaped; '' when absent.
+
+    Read from python-hl7's segment as raw text and unescaped by `reading.unescape`:
+    python-hl7's own unescape logs the field's text when an escape is malformed.
+    """
+    if number >= len(fields):
         return ""
+    separators: str = fields.separators
+    raw = str(fields[number]).split(separators[2])[0]
+    parts = raw.split(separators[3])
+    value = parts[component - 1] if component <= len(parts) else ""
+    return unescape(value.split(separators[4])[0], fields.esc, separators).strip()
 
 
 def _first_component(segments: list[str], segment_id: str, number: int,
