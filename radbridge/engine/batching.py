@@ -2,7 +2,10 @@
 
 Whatever arrives while one batch is being committed goes into the next, so a busy
 queue commits many items per transaction and an idle one commits each at once (or
-after `linger`, for work whose caller is not waiting on the commit).
+after `linger`, for work whose caller is not waiting on the commit). `busy_linger`
+waits a little for more only while batches have more than one item: several callers
+each waiting for their commit (MLLP connections) otherwise settle into groups that take
+turns, half of them per commit; a lone caller never waits.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ class BatchingThread(Generic[Item]):
 
     def __init__(
         self, name: str, handle: Callable[[list[Item]], None], *,
-        max_batch: int = 256, linger: float = 0.0,
+        max_batch: int = 256, linger: float = 0.0, busy_linger: float = 0.0,
     ) -> None:
+        self._busy_linger = busy_linger
+        self._last_size = 0
         self._name = name
         self._handle = handle
         self._max_batch = max_batch
@@ -55,7 +60,8 @@ class BatchingThread(Generic[Item]):
             if first is None:
                 break
             batch = [first]
-            deadline = time.monotonic() + self._linger
+            linger = self._linger or (self._busy_linger if self._last_size > 1 else 0.0)
+            deadline = time.monotonic() + linger
             while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -65,4 +71,5 @@ class BatchingThread(Generic[Item]):
                     stopping = True
                     break
                 batch.append(item)
+            self._last_size = len(batch)
             self._handle(batch)

@@ -35,6 +35,11 @@ from radbridge.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+BUSY_LINGER = 0.0003
+"""Seconds a commit waits for more messages while several sources are sending at once:
+about one loopback round trip, so connections just acknowledged can join (HL7 benchmark,
+8 connections: 958 -> 1,159 messages/s). A lone sender is never kept waiting."""
+
 _MESSAGES = MESSAGES
 _STAGES = STAGES
 _FIND_DEDUP = (
@@ -104,7 +109,7 @@ class GroupCommitter:
         self._inline_limit = inline_limit
         self._on_commit = on_commit
         self._thread = BatchingThread[_Pending]("group-commit", self._commit,
-                                                max_batch=max_batch)
+                                                max_batch=max_batch, busy_linger=BUSY_LINGER)
 
     def start(self) -> None:
         self._thread.start()
