@@ -239,7 +239,10 @@ def _segment_ids(segments: list[str], separator: str) -> tuple[str, ...]:
 
 
 def _text(fields: hl7.Segment, number: int) -> str:
-    return _component(fields, number)
+    """A whole field as text (MSH-10 may hold a separator a sender forgot to escape)."""
+    if number >= len(fields):
+        return ""
+    return unescape(str(fields[number]), fields.esc, fields.separators).strip()
 
 
 def _component(fields: hl7.Segment, number: int, component: int = 1) -> str:
