@@ -264,3 +264,18 @@ def _refused(attempt) -> bool:
 def _venv_bin() -> str:
     import sys
     return str(Path(sys.executable).parent)
+
+
+async def test_the_mllp_sender_speaks_mutual_tls_to_our_listener(pki, sqlite_url, tmp_path):
+    from tests.test_mllp_sender import delivery, sender_for
+
+    tls = {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"),
+           "ca": str(pki / "ca.pem"), "require_client_cert": True}
+    async with running_node(tmp_path, sqlite_url, [mllp_channel(tls=tls)]) as (node, port):
+        client_tls = {"cert": str(pki / "client.pem"), "key": str(pki / "client.key"),
+                      "ca": str(pki / "ca.pem")}
+        sender = sender_for(port, tmp_path, tls=client_tls)
+        result = await sender.send(delivery(adt_a01("TLS-OUT")))
+        await sender.close()
+        assert result.detail == "AA"
+        assert [m.meta["hl7.control_id"] for m, _ in stored(node.database)] == ["TLS-OUT"]
