@@ -63,7 +63,9 @@ class DeliveryWorker:
         self._unrecorded = asyncio.Semaphore(config.queue.concurrency * PREFETCH)
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: deque[tuple[OutboundDelivery, float]] = deque()
-        self._capacity = config.queue.concurrency * PREFETCH * 2
+        # As many handed over as one claim would lease: a fuller hand-over means fewer
+        # claim transactions, each of which takes the store's writer (SQLite).
+        self._capacity = config.queue.concurrency * CLAIM_BATCH
         self._reserved = 0
         self._reserve_lock = threading.Lock()
         self._recording: set[int] = set()
