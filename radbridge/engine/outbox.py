@@ -26,6 +26,7 @@ from sqlalchemy import (
     Select,
     Update,
     and_,
+    bindparam,
     exists,
     insert,
     or_,
@@ -59,6 +60,17 @@ log = logging.getLogger(__name__)
 
 _DELIVERIES = DELIVERIES
 _STAGES = STAGES
+# Built once: the outcome writer runs them for every batch, under the store's writer.
+_MARK_SENT = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+           _DELIVERIES.c.status == DeliveryStatus.IN_FLIGHT,
+           _DELIVERIES.c.lease_owner == bindparam("owner"))
+    .values(status=DeliveryStatus.SENT, sent_at=bindparam("now"), lease_owner=None,
+            lease_expires_at=None, last_error=None, updated_at=bindparam("now"))
+    .returning(_DELIVERIES.c.id)
+)
+_INSERT_STAGES = insert(_STAGES)
 
 RESPONSE_LIMIT = 64 * 1024
 """At most this much of a peer's response is kept in the sent stage record."""
@@ -269,7 +281,7 @@ class OutboxWriter:
                 _DELIVERIES.c.id.in_(released), self._mine).values(
                 status=DeliveryStatus.PENDING, attempts=_DELIVERIES.c.attempts - 1,
                 lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now))
-        records = _apply_sent(connection, self._mine,
+        records = _apply_sent(connection, self._node_id,
                               [r for r in results if r.outcome is Outcome.SENT], now)
         for result in results:
             if result.outcome is Outcome.FAILED:
@@ -290,15 +302,13 @@ def _rows_changed(session: Session, statement: Update) -> int:
 
 
 def _apply_sent(
-    connection: Connection, mine: ColumnElement[bool], results: list[DeliveryResult],
-    now: datetime,
+    connection: Connection, node_id: str, results: list[DeliveryResult], now: datetime,
 ) -> list[audit.AuditRecord]:
     if not results:
         return []
-    changed = set(connection.execute(update(_DELIVERIES).where(
-        _DELIVERIES.c.id.in_([r.delivery.delivery_id for r in results]), mine).values(
-        status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_expires_at=None,
-        last_error=None, updated_at=now).returning(_DELIVERIES.c.id)).scalars())
+    changed = set(connection.execute(_MARK_SENT, {
+        "ids": [r.delivery.delivery_id for r in results], "owner": node_id,
+        "now": now}).scalars())
     records: list[audit.AuditRecord] = []
     stages: list[dict[str, Any]] = []
     for result in results:
@@ -322,7 +332,7 @@ def _apply_sent(
         records.append(_event(delivery, "delivery.sent", "success",
                               {"attempt": delivery.attempt}))
     if stages:
-        connection.execute(insert(_STAGES), stages)
+        connection.execute(_INSERT_STAGES, stages)
     return records
 
 
