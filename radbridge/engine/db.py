@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,16 @@ from sqlalchemy import (
     Connection,
     Executable,
     Table,
-    bindparam,
     create_engine,
     event,
-    func,
     insert,
-    select,
     text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radbridge.engine import fast_insert
 from radbridge.errors import StoreUnavailable
 
 WRITE_LOCK_TIMEOUT = 30.0
@@ -209,32 +206,18 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]
     """
     if not rows:
         return []
-    statements = _insert_statements(table)
     if connection.dialect.name == "postgresql":
-        return list(connection.execute(statements.returning, rows).scalars())
-    before = connection.execute(statements.largest_key).scalar_one()
-    connection.execute(statements.plain, rows)
-    ids = list(connection.execute(statements.keys_above, {"above": before}).scalars())
+        return list(connection.execute(_returning(table), rows).scalars())
+    before = fast_insert.largest_key(connection, table)
+    fast_insert.insert_rows(connection, table, rows)
+    ids = fast_insert.keys_above(connection, table, before)
     if len(ids) != len(rows):
         raise RuntimeError(f"{table.name}: inserted {len(rows)} rows but found {len(ids)} keys")
     return ids
 
 
-@dataclass(frozen=True)
-class _InsertStatements:
-    plain: Executable
-    returning: Executable
-    largest_key: Executable
-    keys_above: Executable
-
-
 @functools.cache
-def _insert_statements(table: Table) -> _InsertStatements:
-    """Statements built once per table (building one costs more than running it)."""
+def _returning(table: Table) -> Executable:
+    """Built once per table (building a statement costs more than running it)."""
     key = next(iter(table.primary_key.columns))
-    return _InsertStatements(
-        plain=insert(table),
-        returning=insert(table).returning(key, sort_by_parameter_order=True),
-        largest_key=select(func.coalesce(func.max(key), 0)),
-        keys_above=select(key).where(key > bindparam("above")).order_by(key),
-    )
+    return insert(table).returning(key, sort_by_parameter_order=True)

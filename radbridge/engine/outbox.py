@@ -39,6 +39,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from radbridge.engine import audit, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.db import Database
+from radbridge.engine.fast_insert import insert_rows
 from radbridge.engine.lifecycle import (
     OPEN_DELIVERY_STATUSES,
     DeliveryStatus,
@@ -70,7 +71,6 @@ _MARK_SENT = (
             lease_expires_at=None, last_error=None, updated_at=bindparam("now"))
     .returning(_DELIVERIES.c.id)
 )
-_INSERT_STAGES = insert(_STAGES)
 
 RESPONSE_LIMIT = 64 * 1024
 """At most this much of a peer's response is kept in the sent stage record."""
@@ -332,7 +332,7 @@ def _apply_sent(
         records.append(_event(delivery, "delivery.sent", "success",
                               {"attempt": delivery.attempt}))
     if stages:
-        connection.execute(_INSERT_STAGES, stages)
+        insert_rows(connection, _STAGES, stages)
     return records
 
 

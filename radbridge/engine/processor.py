@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, select, update
 
 from radbridge.engine import audit, metrics
 from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.db import Database, insert_many
+from radbridge.engine.fast_insert import insert_rows
 from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
 from radbridge.engine.models import DELIVERIES, MESSAGES, STAGES, utcnow
 from radbridge.engine.outbox import OutboundDelivery
@@ -57,7 +58,6 @@ _UPDATE_MESSAGE = (
             study_uid=bindparam("b_study_uid"), content_type=bindparam("b_content_type"),
             metadata=bindparam("b_meta", type_=_M.metadata.type))
 )
-_INSERT_STAGES = insert(STAGES)
 
 
 def idempotency_key(message_uid: str, generation: int, destination: str) -> str:
@@ -235,7 +235,7 @@ class Processor:
                 stages.append(_stage(row, kind, now, detail=outcome.detail))
         delivery_ids = insert_many(connection, DELIVERIES, deliveries)
         if stages:
-            connection.execute(_INSERT_STAGES, stages)
+            insert_rows(connection, STAGES, stages)
         connection.execute(_UPDATE_MESSAGE, [_message_values(o, now) for o in outcomes])
         audit.append_rows(connection, [o.event for o in outcomes], self._audit_chain)
         _count(outcomes)

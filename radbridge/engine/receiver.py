@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from radbridge.engine import audit, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.db import Database, insert_many
+from radbridge.engine.fast_insert import insert_rows
 from radbridge.engine.lifecycle import MessageStatus, StageKind
 from radbridge.engine.models import MESSAGES, STAGES, utcnow
 from radbridge.errors import StoreError, StoreUnavailable
@@ -48,7 +49,6 @@ _FIND_DEDUP = (
     .where(_MESSAGES.c.channel.in_(bindparam("channels", expanding=True)),
            _MESSAGES.c.dedup_key.in_(bindparam("keys", expanding=True)))
 )
-_INSERT_STAGES = insert(_STAGES)
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,11 @@ class GroupCommitter:
             for pending in batch:
                 pending.future.set_exception(exc)
             return
+        except Exception as exc:  # a bug: fail this batch, keep the committer alive
+            log.exception("commit of %d received messages failed unexpectedly", len(batch))
+            for pending in batch:
+                pending.future.set_exception(_unavailable(exc))
+            return
         metrics.COMMIT_BATCH_SIZE.observe(len(batch))
         for pending, receipt in zip(batch, receipts, strict=True):
             if receipt is not None:
@@ -256,7 +261,7 @@ def _insert_messages(
     connection = session.connection()  # Core on the tables: the ORM's bulk path costs more
     ids = insert_many(connection, _MESSAGES,
                       [_message_row(inbound, uid, now) for inbound, uid in fresh])
-    connection.execute(_INSERT_STAGES, [
+    insert_rows(connection, _STAGES, [
         _received_stage_row(message_id, inbound, now)
         for message_id, (inbound, _) in zip(ids, fresh, strict=True)
     ])

@@ -1,0 +1,100 @@
+"""Multi-row INSERTs on SQLite straight through sqlite3, inside the caller's transaction.
+
+On the acknowledgement path most of a group commit's CPU went to SQLAlchemy's work per
+execute (parameter processing, result set-up), not to SQLite. Here the INSERT text and
+one converter per column are made once per (table, columns) from the table's own
+column types, so the values are stored exactly as SQLAlchemy would store them
+(timestamps as naive UTC text, JSON as text, booleans as integers) and read back
+through the models as usual. PostgreSQL keeps SQLAlchemy's own path.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Connection, Table, insert
+from sqlalchemy.exc import DBAPIError
+
+from radbridge.engine.models import UTCDateTime
+
+Convert = Callable[[Any], Any]
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT every row (all rows have the same keys) in the caller's transaction."""
+    if not rows:
+        return
+    if connection.dialect.name != "sqlite":
+        connection.execute(insert(table), list(rows))
+        return
+    plan = _plan(table, tuple(rows[0]))
+    values = [tuple(convert(row[key]) for key, convert in plan.columns) for row in rows]
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(plan.sql, values)
+    except sqlite3.Error as exc:
+        # As SQLAlchemy would raise it (OperationalError, IntegrityError, ...), so that
+        # callers translate a full disk or a lost race exactly as on the usual path.
+        raise DBAPIError.instance(plan.sql, values[:1], exc, sqlite3.Error) from exc
+    finally:
+        cursor.close()
+
+
+def keys_above(connection: Connection, table: Table, above: int) -> list[int]:
+    """Primary keys greater than `above`, ascending (SQLite)."""
+    plan = _keys(table)
+    return [row[0] for row in connection.exec_driver_sql(plan[1], (above,))]
+
+
+def largest_key(connection: Connection, table: Table) -> int:
+    plan = _keys(table)
+    return int(connection.exec_driver_sql(plan[0]).scalar_one())
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    columns: tuple[tuple[str, Convert], ...]
+
+
+@functools.cache
+def _plan(table: Table, keys: tuple[str, ...]) -> _Plan:
+    names = ", ".join(f'"{table.c[key].name}"' for key in keys)
+    marks = ", ".join("?" for _ in keys)
+    return _Plan(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
+                 tuple((key, _converter(table.c[key].type)) for key in keys))
+
+
+@functools.cache
+def _keys(table: Table) -> tuple[str, str]:
+    key = next(iter(table.primary_key.columns)).name
+    return (f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"',
+            f'SELECT "{key}" FROM "{table.name}" WHERE "{key}" > ? ORDER BY "{key}"')
+
+
+def _converter(column_type: Any) -> Convert:
+    if isinstance(column_type, UTCDateTime):
+        return _timestamp
+    if isinstance(column_type, JSON):
+        return lambda value: None if value is None else json.dumps(value)
+    if isinstance(column_type, Boolean):
+        return lambda value: None if value is None else int(value)
+    return _as_is
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use an aware UTC time")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _as_is(value: Any) -> Any:
+    return value
