@@ -136,3 +136,33 @@ def test_released_results_put_the_delivery_back_without_counting_an_attempt(data
         h.writer.record(DeliveryResult(delivery, Outcome.RELEASED)).result(10)
         (row,) = h.deliveries()
     assert (row.status, row.attempts, row.lease_owner) == (DeliveryStatus.PENDING, 0, None)
+
+
+async def test_a_delivery_still_being_sent_is_not_sent_again_when_its_lease_runs_out(
+        database, tmp_path):
+    """A send slower than the lease: the expired lease is claimed back by the same worker,
+    which must not start a second send of what it is still sending."""
+
+    class Slow(Recorder):
+        async def send(self, delivery: OutboundDelivery) -> SendResult:
+            self.sent.append(delivery.delivery_id)
+            await asyncio.sleep(2.5)
+            return SendResult()
+
+    config = channel(destinations=[{"name": "out", "type": "null",
+                                    "queue": {"lease": 1, "concurrency": 2}}])
+    with harness(database, tmp_path, [config]) as h:
+        h.receive(b"slow")
+        h.process_all()
+        slow = Slow()
+        worker = DeliveryWorker("lab", config.destinations[0], slow, h.outbox, h.writer,
+                                poll_interval=0.05)
+        task = asyncio.create_task(worker.run())
+        await settle(lambda: len(slow.sent) == 1)
+        await asyncio.sleep(2.0)  # the lease (1 s) ran out meanwhile; claims kept polling
+        assert len(slow.sent) == 1
+        await settle(lambda: h.deliveries()[0].status == DeliveryStatus.SENT)
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+        await worker.drain(5)
+    assert len(slow.sent) == 1

@@ -68,7 +68,8 @@ class DeliveryWorker:
         self._capacity = config.queue.concurrency * CLAIM_BATCH
         self._reserved = 0
         self._reserve_lock = threading.Lock()
-        self._recording: set[int] = set()
+        self._held: set[int] = set()
+        """Deliveries being sent or having their outcome recorded right now."""
         self._claim_due = True  # the outbox may hold due work: look at start-up
 
     def wake(self) -> None:
@@ -161,10 +162,10 @@ class DeliveryWorker:
         if len(batch) >= limit:
             self._claim_due = True  # a full batch: there is probably more
         now = time.monotonic()
-        # A delivery whose outcome we are still committing can come back if the commit
-        # outlasted its lease; that outcome will settle it, so it is not sent again.
+        # A delivery still being sent, or whose outcome we are still committing, comes
+        # back here if that outlasted its lease; it is settled by that send, not resent.
         self._waiting.extend(
-            (delivery, now) for delivery in batch if delivery.delivery_id not in self._recording)
+            (delivery, now) for delivery in batch if delivery.delivery_id not in self._held)
 
     async def _sleep(self) -> None:
         self._wake.clear()
@@ -182,17 +183,15 @@ class DeliveryWorker:
         self._unrecorded.release()
 
     async def _deliver(self, delivery: OutboundDelivery) -> None:
+        self._held.add(delivery.delivery_id)
         try:
             try:
                 result = await self._send(delivery)
             finally:
                 self._slots.release()
-            self._recording.add(delivery.delivery_id)
-            try:
-                await asyncio.shield(asyncio.wrap_future(self._writer.record(result)))
-            finally:
-                self._recording.discard(delivery.delivery_id)
+            await asyncio.shield(asyncio.wrap_future(self._writer.record(result)))
         finally:
+            self._held.discard(delivery.delivery_id)
             self._unrecorded.release()
 
     async def _send(self, delivery: OutboundDelivery) -> DeliveryResult:
