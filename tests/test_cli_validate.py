@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from radbridge.channels import DEFAULT_DIR
+from radbridge.channels import DEFAULT_DIR, EXAMPLES_DIR
 from radbridge.interfaces.cli import validate_cmd
 
 BROKEN = """\
@@ -45,8 +45,7 @@ def test_default_channels_are_ok(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_example_channels_are_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    examples = DEFAULT_DIR.parent / "examples"
-    assert validate(str(DEFAULT_DIR), str(examples)) == 0
+    assert validate(str(DEFAULT_DIR), str(EXAMPLES_DIR)) == 0
     assert capsys.readouterr().out.startswith("OK: 6 channel(s)")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import hl7
 import pytest
 
+from radbridge.channels import DEFAULT_DIR, EXAMPLES_DIR
 from radbridge.engine.db import Database
 from radbridge.engine.registry import queries
 from tests.e2e.conftest import Spawn, assert_audit_verifies, free_port, wait_until
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
-CHANNELS = REPO / "radbridge" / "channels"
 STORY = ["adt_a04_register", "orm_o01_nw", "orm_o01_xo", "orm_o01_sc", "adt_a01_admit",
          "adt_a40_merge", "omi_o23_nw", "adt_a02_transfer", "adt_a08_update", "orm_o01_dc",
          "adt_a03_discharge"]
@@ -43,9 +43,9 @@ MERGED = ("MRN100999", "NORTHWIND")
 
 def shipped_channels(hl7_port: int, ris_port: int) -> str:
     """The default hl7-in channel and the ai-results example, ports filled in."""
-    text = (CHANNELS / "default" / "hl7-in.yaml").read_text().replace(
+    text = (DEFAULT_DIR / "hl7-in.yaml").read_text().replace(
         "${RADBRIDGE_HL7_PORT:-2575}", str(hl7_port))
-    example = (CHANNELS / "examples" / "ai-results-to-ris.yaml").read_text().replace(
+    example = (EXAMPLES_DIR / "ai-results-to-ris.yaml").read_text().replace(
         "${RIS_PORT:-2576}", str(ris_port))
     return text + "\n---\n" + example
 

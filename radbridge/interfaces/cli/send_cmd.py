@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import ssl
 from pathlib import Path
 
 from radbridge.engine.config import TlsConfig
 from radbridge.interfaces.mllp.sender import MllpConnection, read_msa
 from radbridge.interfaces.tls import client_context
-
-_SEGMENT_END = re.compile(r"\r\n|\r|\n")
+from radbridge.mappings.hl7.header import split_segments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def split_messages(text: str) -> list[str]:
     """Messages of a file: a new one at each MSH; segments rejoined with CR."""
     messages: list[list[str]] = []
-    for segment in _SEGMENT_END.split(text.lstrip("\ufeff")):
+    for segment in split_segments(text.lstrip("\ufeff")):
         if not segment.strip():
             continue
         if segment.startswith("MSH") or not messages:

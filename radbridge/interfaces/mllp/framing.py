@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-START = 0x0B
 END = b"\x1c\x0d"
 _START_BYTE = b"\x0b"
 KEEP = 64 * 1024

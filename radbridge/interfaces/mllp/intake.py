@@ -17,6 +17,7 @@ from radbridge.engine.config import MllpSource
 from radbridge.engine.receiver import Inbound
 from radbridge.interfaces.mllp.framing import Event, Frame, Oversize, Stray, Unterminated
 from radbridge.mappings.hl7.ack import build_ack
+from radbridge.mappings.hl7.errors import Hl7ContentError
 from radbridge.mappings.hl7.header import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
@@ -27,16 +28,9 @@ from radbridge.mappings.hl7.header import (
     check_acceptance,
     read_header,
 )
+from radbridge.mappings.hl7.reading import codec_for
 
 CONTENT_TYPE = "application/hl7-v2"
-
-CHARSETS = {
-    "": None, "ASCII": "ascii", "ISO IR6": "ascii", "8859/1": "latin-1", "ISO IR100": "latin-1",
-    "8859/2": "iso8859-2", "8859/3": "iso8859-3", "8859/4": "iso8859-4", "8859/5": "iso8859-5",
-    "8859/6": "iso8859-6", "8859/7": "iso8859-7", "8859/8": "iso8859-8", "8859/9": "iso8859-9",
-    "8859/15": "iso8859-15", "UNICODE UTF-8": "utf-8", "ISO IR192": "utf-8",
-}
-"""HL7 table 0211 (MSH-18) names this listener decodes, and their Python codecs."""
 
 
 @dataclass(frozen=True)
@@ -157,16 +151,21 @@ def _header_or_none(content: bytes) -> Hl7Header | None:
 
 
 def _codec(header: Hl7Header | None) -> str | None:
-    return None if header is None else CHARSETS.get(header.charset.upper())
+    if header is None or not header.charset:
+        return None
+    try:
+        return codec_for(header.charset)
+    except Hl7ContentError:
+        return None
 
 
 def _decode(content: bytes, header: Hl7Header, default: str) -> str:
-    charset = header.charset.upper()
-    if charset not in CHARSETS:
+    try:
+        codec = codec_for(header.charset) if header.charset else default
+    except Hl7ContentError as exc:
         raise Hl7Rejection("AE", DATA_TYPE_ERROR,
-                           f"MSH-18 character set {header.charset!r} is not supported here;"
-                           f" expected one of {', '.join(k for k in CHARSETS if k)}", "MSH-18")
-    codec = CHARSETS[charset] or default
+                           f"MSH-18 character set {header.charset[:20]!r} is not one we know",
+                           "MSH-18") from exc
     try:
         return content.decode(codec)
     except UnicodeDecodeError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from radbridge.mappings.hl7.encoding import dtm, escape
 from radbridge.mappings.hl7.header import ERROR_TEXT, AckCode, Hl7Header, Hl7Rejection
 
 _ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
@@ -46,29 +47,30 @@ def build_ack(
         return None
     sep = header.field_separator if header else "|"
     enc = header.encoding_characters if header else "^~\\&"
+    delimiters = sep + enc
     component = enc[0]
     version = header.version if header and header.version else _DEFAULT_VERSION
     trigger = header.trigger_event if header else ""
     message_type = component.join(("ACK", trigger, "ACK"))
     msh = [
-        "MSH", enc, _escape(application, sep, enc), _escape(facility, sep, enc),
-        _escape(header.sending_application, sep, enc) if header else "",
-        _escape(header.sending_facility, sep, enc) if header else "",
-        _timestamp(at), "", message_type, control_id or uuid.uuid4().hex[:20],
+        "MSH", enc, escape(application, delimiters), escape(facility, delimiters),
+        escape(header.sending_application, delimiters) if header else "",
+        escape(header.sending_facility, delimiters) if header else "",
+        dtm(at), "", message_type, control_id or uuid.uuid4().hex[:20],
         (header.processing_id if header and header.processing_id else "P"), version,
     ]
     if header is not None and header.charset:
         msh += ["", "", "", "", "", header.charset]
-    msa = ["MSA", msa_code, _escape(header.control_id, sep, enc) if header else ""]
+    msa = ["MSA", msa_code, escape(header.control_id, delimiters) if header else ""]
     segments = [sep.join(msh), sep.join(msa)]
     if rejection is not None:
-        segments.append(_err_segment(rejection, version, sep, enc))
+        segments.append(_err_segment(rejection, version, delimiters))
     return "\r".join(segments) + "\r"
 
 
-def _err_segment(rejection: Hl7Rejection, version: str, sep: str, enc: str) -> str:
-    component, subcomponent = enc[0], enc[3]
-    text = _escape(rejection.reason[:400], sep, enc)
+def _err_segment(rejection: Hl7Rejection, version: str, delimiters: str) -> str:
+    sep, component, subcomponent = delimiters[0], delimiters[1], delimiters[4]
+    text = escape(rejection.reason[:400], delimiters)
     code = component.join((str(rejection.error_code),
                            ERROR_TEXT.get(rejection.error_code, "Error"), "HL70357"))
     location = _location(rejection.location, component)
@@ -93,16 +95,3 @@ def _at_least_2_5(version: str) -> bool:
         return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) >= (2, 5)
     except ValueError:
         return True
-
-
-def _timestamp(at: datetime) -> str:
-    return at.strftime("%Y%m%d%H%M%S") + (at.strftime("%z") if at.tzinfo else "")
-
-
-def _escape(value: str, sep: str, enc: str) -> str:
-    """HL7 escaping of the delimiters in a text value (escape character first)."""
-    escape = enc[2]
-    value = value.replace(escape, f"{escape}E{escape}")
-    for char, code in ((sep, "F"), (enc[0], "S"), (enc[1], "R"), (enc[3], "T")):
-        value = value.replace(char, f"{escape}{code}{escape}")
-    return value.replace("\r", f"{escape}X0D{escape}").replace("\n", f"{escape}X0A{escape}")

@@ -9,6 +9,7 @@ data types (ST 199, IS 20, NM 16, TX/FT 65536): an identifier that does not fit 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -30,7 +31,6 @@ IS_MAX = 20
 NM_MAX = 16
 TEXT_MAX = 65536
 
-_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -63,19 +63,36 @@ class Endpoint:
     facility: str = ""
 
 
-def _escape_char(char: str) -> str:
-    if char in _ESCAPES:
-        return _ESCAPES[char]
+STANDARD_DELIMITERS = "|^~\\&"
+"""MSH-1 followed by MSH-2: field, component, repetition, escape, subcomponent."""
+
+
+@functools.cache
+def _escapes(delimiters: str) -> dict[str, str]:
+    field, component, repetition, esc, sub = (delimiters[i] for i in range(5))
+    return {esc: f"{esc}E{esc}", field: f"{esc}F{esc}", component: f"{esc}S{esc}",
+            sub: f"{esc}T{esc}", repetition: f"{esc}R{esc}"}
+
+
+def _escape_char(char: str, delimiters: str = STANDARD_DELIMITERS) -> str:
+    escapes = _escapes(delimiters)
+    if char in escapes:
+        return escapes[char]
     if ord(char) < 0x20 or ord(char) == 0x7F:
-        return f"\\X{ord(char):02X}\\"  # control characters (CR, LF, MLLP framing) as hex
+        esc = delimiters[3]
+        return f"{esc}X{ord(char):02X}{esc}"  # control characters (CR, LF, MLLP framing)
     return char
 
 
-def escape(text: str) -> Encoded:
-    """`text` with delimiters and control characters as HL7 escape sequences."""
+def escape(text: str, delimiters: str = STANDARD_DELIMITERS) -> Encoded:
+    """`text` with delimiters and control characters as HL7 escape sequences.
+
+    `delimiters` is MSH-1 + MSH-2 of the message the text goes into: an ACK answers in
+    its sender's delimiters.
+    """
     if isinstance(text, Encoded):
         return text
-    return Encoded("".join(_escape_char(char) for char in text))
+    return Encoded("".join(_escape_char(char, delimiters) for char in text))
 
 
 def text_lines(text: str) -> list[str]:

@@ -36,14 +36,8 @@ def decode(content: bytes) -> str:
     """The message's text: in MSH-18's character set if given, else UTF-8, else Latin-1."""
     charset = _declared_charset(content)
     if charset:
-        name = _CHARSETS.get(re.sub(r"[\s/_-]", "", charset.upper()))
-        if name is None and (number := re.fullmatch(r"8859/(\d{1,2})", charset.strip())):
-            name = f"iso8859-{number.group(1)}"
         try:
-            return content.decode(name or codecs.lookup(charset).name)
-        except LookupError:
-            raise Hl7ContentError("MSH-18 (character set)",
-                                  f"{charset[:20]!r} is not a character set we know") from None
+            return content.decode(codec_for(charset))
         except UnicodeDecodeError:
             raise Hl7ContentError("MSH-18 (character set)",
                                   f"says {charset[:20]!r} but the content is not") from None
@@ -51,6 +45,21 @@ def decode(content: bytes) -> str:
         return content.decode("utf-8-sig")
     except UnicodeDecodeError:
         return content.decode("latin-1")
+
+
+def codec_for(charset: str) -> str:
+    """The Python codec for an MSH-18 value (HL7 table 0211 names, or a codec's own name).
+
+    Raises Hl7ContentError for a name no codec answers to.
+    """
+    name = _CHARSETS.get(re.sub(r"[\s/_-]", "", charset.upper()))
+    if name is None and (number := re.fullmatch(r"8859/(\d{1,2})", charset.strip())):
+        name = f"iso8859-{number.group(1)}"
+    try:
+        return name or codecs.lookup(charset).name
+    except LookupError:
+        raise Hl7ContentError("MSH-18 (character set)",
+                              f"{charset[:20]!r} is not a character set we know") from None
 
 
 def _declared_charset(content: bytes) -> str:
