@@ -15,6 +15,7 @@ send the rest. Checked afterwards:
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -108,7 +109,8 @@ def test_kill_9_during_a_burst_of_10000(spawn: Spawn, database_url: str) -> None
         started = time.monotonic()
         burst.start()
         wait_until(lambda: len(senders.acked) >= KILL_AFTER, 60, "the first acknowledgements")
-        node.kill()
+        node.kill(signal.SIGKILL)
+        assert node.wait(10) == -signal.SIGKILL  # reaped before the restart
         burst.join(60)
         acked_before_kill = len(senders.acked)
         rate = acked_before_kill / (time.monotonic() - started)
