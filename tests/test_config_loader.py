@@ -73,13 +73,19 @@ def test_several_channels_in_one_file_as_yaml_documents() -> None:
 
 def test_shipped_default_channels_validate() -> None:
     loaded = load_channel_files([DEFAULT_DIR], env={})
-    assert sorted(channel.config.name for channel in loaded) == ["drop-folder", "hl7-in", "inbox"]
+    assert sorted(channel.config.name for channel in loaded) == [
+        "dicom-in", "dicomweb-in", "drop-folder", "hl7-in", "inbox", "study-ready"]
     by_name = {channel.config.name: channel.config for channel in loaded}
     assert by_name["inbox"].source.type == "http"
     assert by_name["drop-folder"].source.type == "directory"
     hl7_in = by_name.pop("hl7-in")
     assert (hl7_in.source.type, hl7_in.source.port) == ("mllp", 2575)  # type: ignore[union-attr]
     assert hl7_in.destination("registry").queue.ordering_key == "patient_id"
+    dicom_in = by_name.pop("dicom-in")
+    assert (dicom_in.source.type, dicom_in.source.port) == ("dimse", 11112)  # type: ignore[union-attr]
+    assert dicom_in.assembly is not None and dicom_in.assembly.ready_channel == "study-ready"
+    assert by_name.pop("dicomweb-in").source.type == "stow-rs"
+    assert by_name.pop("study-ready").source.type == "channel"
     for config in by_name.values():
         archive = config.destination("archive")
         assert isinstance(archive, FileDestination)
@@ -175,7 +181,8 @@ destinations:
 """)
     assert [(i.line, i.path, i.message) for i in issues] == [
         (5, "destinations[0].type",
-         "unknown type 'fiel'; expected one of: null, file, http, channel, mllp, registry"
+         "unknown type 'fiel'; expected one of: null, file, http, channel, mllp, registry, dimse, "
+         "stow-rs, dicom-retrieve"
          " (did you mean 'file'?)"),
     ]
 
@@ -189,7 +196,7 @@ destinations: [{name: a, type: "null"}]
 """)
     assert (issue.line, issue.path) == (3, "source.type")
     assert issue.message == ("unknown type 'mlp'; expected one of: http, directory, channel,"
-                             " mllp (did you mean 'mllp'?)")
+                             " mllp, dimse, stow-rs (did you mean 'mllp'?)")
 
 
 def test_missing_type() -> None:
@@ -201,7 +208,8 @@ destinations:
     directory: out
 """)
     assert (issue.line, issue.path) == (4, "destinations[0].type")
-    assert issue.message == "required; expected one of: null, file, http, channel, mllp, registry"
+    assert issue.message == ("required; expected one of: null, file, http, channel, mllp,"
+                             " registry, dimse, stow-rs, dicom-retrieve")
 
 
 def test_bare_null_type_means_the_null_destination() -> None:
@@ -431,6 +439,38 @@ destinations:
         "no channel named 'recever'; expected one of the channels with source type"
         " 'channel': receiver"
     )
+
+
+def test_study_assembly_announces_to_a_channel_that_exists(tmp_path: Path) -> None:
+    write(tmp_path, "receiver.yaml", RECEIVER)
+    path = write(tmp_path, "dicom.yaml", """\
+name: dicom
+source: {type: dimse, port: 11112}
+assembly:
+  ready_channel: reciever
+  quiet_period: {default: 20s, CT: 1m}
+destinations: [{name: a, type: "null"}]
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_channels([tmp_path], env={})
+    [issue] = caught.value.issues
+    assert (issue.file, issue.line, issue.path) == (str(path), 4, "assembly.ready_channel")
+    assert issue.message.startswith("no channel named 'reciever'")
+
+
+def test_study_assembly_needs_a_default_quiet_period(tmp_path: Path) -> None:
+    write(tmp_path, "receiver.yaml", RECEIVER)
+    path = write(tmp_path, "dicom.yaml", """\
+name: dicom
+source: {type: dimse}
+assembly: {ready_channel: receiver, quiet_period: {CT: 1m}}
+destinations: [{name: a, type: "null"}]
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_channels([tmp_path], env={})
+    [issue] = caught.value.issues
+    assert (issue.file, issue.line) == (str(path), 3)
+    assert "expected a 'default' entry" in issue.message
 
 
 def test_channel_destination_needs_a_channel_source(tmp_path: Path) -> None:

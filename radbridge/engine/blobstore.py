@@ -59,28 +59,24 @@ class BlobStore:
         failures of the store's own disk become StoreUnavailable. Either way the
         temporary file is removed.
         """
-        temp = self._temp_file()
-        try:
-            digest = hashlib.sha256()
-            size = 0
-            with temp.open("wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    self._disk(out.write, chunk)
-                self._disk(out.flush)
-                self._disk(os.fsync, out.fileno())
-            ref = BlobRef(digest.hexdigest(), size)
-            final = self.path(ref.sha256)
-            if final.exists():
-                temp.unlink()
-            else:
-                self._disk(final.parent.mkdir, parents=True, exist_ok=True)
-                self._disk(os.replace, temp, final)
-                self._disk(_fsync_dir, final.parent)
-            return ref
-        finally:
-            temp.unlink(missing_ok=True)
+        with self.writer() as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+
+    def writer(self) -> BlobWriter:
+        """A blob written piece by piece as data arrives (a network read loop), then
+        committed; use it as a context manager so an abandoned one leaves nothing."""
+        return BlobWriter(self)
+
+    def _place(self, temp: Path, ref: BlobRef) -> None:
+        final = self.path(ref.sha256)
+        if final.exists():
+            temp.unlink()
+        else:
+            self._disk(final.parent.mkdir, parents=True, exist_ok=True)
+            self._disk(os.replace, temp, final)
+            self._disk(_fsync_dir, final.parent)
 
     def _temp_file(self) -> Path:
         def make() -> Path:
@@ -142,6 +138,55 @@ class BlobStore:
                     leftover.unlink()
                     removed += 1
         return removed
+
+
+class BlobWriter:
+    """One blob being written: `write` chunks, then `commit` (fsync, rename into place).
+
+    `temp_path` may be read (e.g. to parse a DICOM header) before the commit. Leaving
+    the `with` block without a commit removes the temporary file.
+    """
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self.temp_path = store._temp_file()
+        self._out = store._disk(self.temp_path.open, "wb")
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self._ref: BlobRef | None = None
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self._digest.update(chunk)
+        self.size += len(chunk)
+        self._store._disk(self._out.write, chunk)
+
+    def flush(self) -> None:
+        """Make what was written so far readable through `temp_path` (not yet durable)."""
+        self._store._disk(self._out.flush)
+
+    def commit(self) -> BlobRef:
+        """Make the blob durable under its hash; returns its reference."""
+        if self._ref is not None:
+            return self._ref
+        self._store._disk(self._out.flush)
+        self._store._disk(os.fsync, self._out.fileno())
+        self._out.close()
+        ref = BlobRef(self._digest.hexdigest(), self.size)
+        self._store._place(self.temp_path, ref)
+        self._ref = ref
+        return ref
+
+    def abort(self) -> None:
+        if not self._out.closed:
+            self._out.close()
+        self.temp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._ref is None:
+            self.abort()
 
 
 def _fsync_dir(directory: Path) -> None:

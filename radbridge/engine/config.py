@@ -257,9 +257,71 @@ class RegistryDestination(DestinationBase):
     default_issuer: str | None = None
 
 
+AE_TITLE_PATTERN = r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$"
+AeTitle = Annotated[str, Field(pattern=AE_TITLE_PATTERN)]
+"""A DICOM AE title: 1 to 16 printable ASCII characters, no backslash, no edge spaces."""
+
+
+class DicomPeerConfig(StrictModel):
+    """A DIMSE peer (PACS or modality): where it listens and the AE titles on both sides."""
+
+    ae_title: AeTitle
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae: AeTitle = "RADBRIDGE"
+    tls: TlsConfig | None = None
+    connect_timeout: Duration = 10.0
+    response_timeout: Duration = 60.0
+    """Seconds to wait for a DIMSE response (C-STORE, C-FIND, C-MOVE) before giving up."""
+
+
+class DimseDestination(DestinationBase):
+    """Sends DICOM instances (our SR, SEG, overlays) by C-STORE on a reused association."""
+
+    type: Literal["dimse"]
+    peer: DicomPeerConfig
+
+
+class StowRsDestination(DestinationBase):
+    """Sends DICOM instances by STOW-RS to a DICOMweb base URL (e.g. .../dicom-web)."""
+
+    type: Literal["stow-rs"]
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 60.0
+
+
+class DicomRetrieveDestination(DestinationBase):
+    """Fetches the study a message names (study_uid, else accession) from a PACS.
+
+    Used on order channels: the order arrives, the study is already in the PACS, so it is
+    retrieved into one of our own sources (C-MOVE to `move_destination`, C-GET, or WADO-RS).
+    """
+
+    type: Literal["dicom-retrieve"]
+    peer: DicomPeerConfig | None = None
+    dicomweb_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    method: Literal["c-move", "c-get", "wado-rs"] = "c-move"
+    move_destination: AeTitle = "RADBRIDGE"
+    """The AE title the PACS knows our C-STORE SCP by (for C-MOVE)."""
+    into_channel: Name | None = None
+    """For C-GET and WADO-RS: the DICOM channel that receives what was retrieved."""
+
+    @model_validator(mode="after")
+    def _has_a_way(self) -> DicomRetrieveDestination:
+        if self.method == "wado-rs" and self.dicomweb_url is None:
+            raise ValueError("expected dicomweb_url for method wado-rs")
+        if self.method != "wado-rs" and self.peer is None:
+            raise ValueError(f"expected peer for method {self.method}")
+        if self.method in ("c-get", "wado-rs") and self.into_channel is None:
+            raise ValueError(f"expected into_channel for method {self.method}")
+        return self
+
+
 DestinationConfig = Annotated[
     NullDestination | FileDestination | HttpDestination | ChannelDestination
-    | MllpDestination | RegistryDestination,
+    | MllpDestination | RegistryDestination | DimseDestination | StowRsDestination
+    | DicomRetrieveDestination,
     Field(discriminator="type"),
 ]
 
@@ -333,13 +395,88 @@ class MllpSource(StrictModel):
         return self
 
 
+DEFAULT_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2",        # implicit VR little endian
+    "1.2.840.10008.1.2.1",      # explicit VR little endian
+    "1.2.840.10008.1.2.1.99",   # deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",      # explicit VR big endian (retired, still sent)
+    "1.2.840.10008.1.2.4.50",   # JPEG baseline
+    "1.2.840.10008.1.2.4.51",   # JPEG extended
+    "1.2.840.10008.1.2.4.57",   # JPEG lossless
+    "1.2.840.10008.1.2.4.70",   # JPEG lossless, first-order prediction
+    "1.2.840.10008.1.2.4.80",   # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81",   # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90",   # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",   # JPEG 2000
+    "1.2.840.10008.1.2.5",      # RLE lossless
+)
+"""Transfer syntaxes a DICOM source accepts as sent (nothing is transcoded)."""
+
+
+class DimseSource(StrictModel):
+    """A DICOM SCP: C-ECHO, C-STORE (streamed to the blob store, indexed before success),
+    MPPS (N-CREATE/N-SET) and Storage Commitment (N-ACTION)."""
+
+    type: Literal["dimse"]
+    ae_title: AeTitle = "RADBRIDGE"
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=0, le=65535)
+    allowed_calling_aes: list[AeTitle] = Field(default_factory=list)
+    """Calling AE titles allowed to associate; empty: any."""
+    tls: TlsConfig | None = None
+    transfer_syntaxes: list[str] = Field(default_factory=lambda: list(DEFAULT_TRANSFER_SYNTAXES))
+    max_pdu: int = Field(default=262_144, ge=0)
+    """Largest PDU we accept (announced in A-ASSOCIATE-AC); 0: no limit."""
+    max_associations: int = Field(default=32, ge=1, le=1024)
+    idle_timeout: Duration = 60.0
+    max_instance_size: ByteSize = 4 * 2**30
+
+    @model_validator(mode="after")
+    def _tls_has_certificate(self) -> DimseSource:
+        if self.tls is not None and self.tls.cert is None:
+            raise ValueError("expected tls.cert and tls.key for a TLS listener")
+        return self
+
+
+class StowRsSource(StrictModel):
+    """STOW-RS on the API server: POST /dicomweb/CHANNEL/studies (multipart/related)."""
+
+    type: Literal["stow-rs"]
+    max_size: ByteSize = 4 * 2**30
+
+
 SourceConfig = Annotated[
-    HttpSource | DirectorySource | ChannelSource | MllpSource,
+    HttpSource | DirectorySource | ChannelSource | MllpSource | DimseSource | StowRsSource,
     Field(discriminator="type"),
 ]
 
 
 # --- the channel ---------------------------------------------------------------------
+
+
+class StudyAssembly(StrictModel):
+    """When a study received on a DICOM channel is complete, and where that is announced.
+
+    Ready, in order of preference: an MPPS COMPLETED whose referenced instances have all
+    arrived, a Storage Commitment request for instances all stored, or a quiet period
+    (per modality, `default` for the rest) with no new instance.
+    """
+
+    ready_channel: Name
+    """The internal channel (source type 'channel') that receives study-ready messages."""
+    quiet_period: dict[str, Duration] = Field(default_factory=lambda: {"default": 30.0})
+    mpps: bool = True
+    """Wait for an MPPS in progress to complete instead of the quiet period."""
+    mpps_timeout: Duration = 3600.0
+    """How long after the last instance an MPPS still in progress is waited for, before the
+    quiet period decides after all (modalities that never complete their steps exist)."""
+
+    @field_validator("quiet_period")
+    @classmethod
+    def _has_default(cls, value: dict[str, Duration]) -> dict[str, Duration]:
+        if "default" not in value:
+            raise ValueError("expected a 'default' entry (seconds for any other modality)")
+        return value
 
 
 class ChannelConfig(StrictModel):
@@ -352,6 +489,8 @@ class ChannelConfig(StrictModel):
     filter: FilterConfig | None = None
     transformers: list[TransformerConfig] = Field(default_factory=list)
     destinations: list[DestinationConfig] = Field(min_length=1)
+    assembly: StudyAssembly | None = None
+    """Study assembly, for channels whose source receives DICOM instances."""
 
     @field_validator("destinations", mode="before")
     @classmethod

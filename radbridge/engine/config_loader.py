@@ -487,13 +487,7 @@ def _channel_targets(
     reported: it may be defined in that file.
     """
     receivers = sorted(name for name, kind in sources.items() if kind == "channel")
-    for index, raw in _items(_raw(document), "destinations"):
-        if not isinstance(raw, dict) or raw.get("type") != "channel":
-            continue
-        target = raw.get("channel")
-        if not isinstance(target, str):
-            continue
-        loc: Loc = ["destinations", index, "channel"]
+    for loc, target in _handover_targets(_raw(document)):
         kind = sources.get(target)
         if kind is not None and kind != "channel":
             yield _issue(document, loc, f"channel {target!r} has source type {kind!r}; "
@@ -501,6 +495,20 @@ def _channel_targets(
         elif target not in sources and complete:
             yield _issue(document, loc, f"no channel named {target!r}; expected one of the "
                          f"channels with source type 'channel': {', '.join(receivers) or 'none'}")
+
+
+def _handover_targets(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
+    """Every place a channel names another channel it feeds: 'channel' destinations,
+    a retrieval's `into_channel`, study assembly's `ready_channel`."""
+    for index, raw in _items(data, "destinations"):
+        if not isinstance(raw, dict):
+            continue
+        key = {"channel": "channel", "dicom-retrieve": "into_channel"}.get(str(raw.get("type")))
+        if key is not None and isinstance(raw.get(key), str):
+            yield ["destinations", index, key], raw[key]
+    assembly = data.get("assembly")
+    if isinstance(assembly, dict) and isinstance(assembly.get("ready_channel"), str):
+        yield ["assembly", "ready_channel"], assembly["ready_channel"]
 
 
 def _transformer_loc(document: _Document, index: int, key: str) -> Loc:

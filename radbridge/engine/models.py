@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -345,3 +346,153 @@ class RegistryApplied(Base):
     message_uid: Mapped[str] = mapped_column(String(32), primary_key=True)
     message_type: Mapped[str] = mapped_column(String(16))
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- the DICOM index: what was received, by study, series and instance -------------------
+# Written in the same transaction as the message carrying the instance (receiver), so a
+# success status is sent only for an instance that is both stored and indexed. Patient
+# names and birth dates are PHI like the registry's: logs carry UIDs only.
+
+
+class DicomStudy(Base):
+    """A study as its instances describe it, and where study assembly stands with it."""
+
+    __tablename__ = "dicom_studies"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(63))
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    issuer_of_patient_id: Mapped[str | None] = mapped_column(String(64))
+    patient_name: Mapped[str | None] = mapped_column(String(255))
+    patient_birth_date: Mapped[str | None] = mapped_column(String(16))
+    patient_sex: Mapped[str | None] = mapped_column(String(16))
+    accession: Mapped[str | None] = mapped_column(String(64))
+    accession_issuer: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[str | None] = mapped_column(String(16))
+    study_time: Mapped[str | None] = mapped_column(String(32))
+    study_description: Mapped[str | None] = mapped_column(String(255))
+    referring_physician: Mapped[str | None] = mapped_column(String(255))
+    modalities: Mapped[str] = mapped_column(String(255), default="")
+    series_count: Mapped[int] = mapped_column(Integer, default=0)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="collecting")
+    """'collecting' until assembly declares it ready; a late instance makes it collect again."""
+    ready_version: Mapped[int] = mapped_column(Integer, default=0)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ready_reason: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        Index(None, "state", "channel"),
+        Index(None, "accession"),
+        Index(None, "patient_id"),
+    )
+
+
+class DicomSeries(Base):
+    """A series of a study, with the equipment that made it."""
+
+    __tablename__ = "dicom_series"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("dicom_studies.id", ondelete="CASCADE"))
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    series_description: Mapped[str | None] = mapped_column(String(255))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    manufacturer: Mapped[str | None] = mapped_column(String(64))
+    manufacturer_model: Mapped[str | None] = mapped_column(String(64))
+    station_name: Mapped[str | None] = mapped_column(String(64))
+    institution_name: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index(None, "study_id"),)
+
+
+class DicomInstance(Base):
+    """One version of one SOP instance: new content under a known UID is a new version."""
+
+    __tablename__ = "dicom_instances"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("dicom_series.id", ondelete="CASCADE"))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    current: Mapped[bool] = mapped_column(Boolean, default=True)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    blob_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    acquisition_datetime: Mapped[str | None] = mapped_column(String(32))
+    content_datetime: Mapped[str | None] = mapped_column(String(32))
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer)
+    samples_per_pixel: Mapped[int | None] = mapped_column(Integer)
+    bits_allocated: Mapped[int | None] = mapped_column(Integer)
+    photometric_interpretation: Mapped[str | None] = mapped_column(String(16))
+    pixel_spacing: Mapped[str | None] = mapped_column(String(64))
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
+    image_position: Mapped[str | None] = mapped_column(String(128))
+    image_orientation: Mapped[str | None] = mapped_column(String(255))
+    image_type: Mapped[str | None] = mapped_column(String(255))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("sop_instance_uid", "version"),
+        Index(None, "series_id"),
+        Index(None, "study_uid", "current"),
+        Index(None, "message_id"),
+    )
+
+
+class DicomMpps(Base):
+    """A Modality Performed Procedure Step: what the modality says it did for a study."""
+
+    __tablename__ = "dicom_mpps"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    mpps_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_uid: Mapped[str | None] = mapped_column(String(64))
+    accession: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    performed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Series UID -> the SOP instance UIDs the step referenced in it."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index(None, "study_uid"),)
+
+
+class DicomCommitment(Base):
+    """A Storage Commitment request: the requester considers these instances complete."""
+
+    __tablename__ = "dicom_commitments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    transaction_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    requester_ae: Mapped[str] = mapped_column(String(16))
+    sop_instance_uids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """True once every referenced instance was stored and its studies were declared ready."""
+
+    __table_args__ = (Index(None, "settled"),)
+
+
+DICOM_STUDIES = cast(Table, DicomStudy.__table__)
+DICOM_SERIES = cast(Table, DicomSeries.__table__)
+DICOM_INSTANCES = cast(Table, DicomInstance.__table__)
+DICOM_MPPS = cast(Table, DicomMpps.__table__)
+DICOM_COMMITMENTS = cast(Table, DicomCommitment.__table__)

@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from radbridge.engine import audit, metrics
+from radbridge.engine import audit, dicom_index, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.db import Database, insert_many
@@ -33,6 +33,9 @@ from radbridge.engine.fast_insert import insert_rows
 from radbridge.engine.lifecycle import MessageStatus, StageKind
 from radbridge.engine.models import MESSAGES, STAGES, utcnow
 from radbridge.errors import StoreError, StoreUnavailable
+from radbridge.mappings.dicom.records import CommitmentRequest, InstanceRecord, MppsRecord
+
+DicomRecord = InstanceRecord | MppsRecord | CommitmentRequest
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class Inbound:
     """Why the source refused it (it will NAK): stored for inspection, never processed."""
     dedup_window: float | None = None
     """Seconds a dedup key holds (HL7: MSH-10 reuse); None: for as long as the message is kept."""
+    dicom: DicomRecord | None = None
+    """What the DICOM index learns from this message, written in the same transaction."""
 
     def __post_init__(self) -> None:
         if (self.content is None) == (self.blob is None):
@@ -265,10 +270,14 @@ def _insert_messages(
         _received_stage_row(message_id, inbound, now)
         for message_id, (inbound, _) in zip(ids, fresh, strict=True)
     ])
-    audit.append(session, [
-        _received_event(message_id, uid, inbound)
-        for message_id, (inbound, uid) in zip(ids, fresh, strict=True)
-    ], audit_chain)
+    events = [_received_event(message_id, uid, inbound)
+              for message_id, (inbound, uid) in zip(ids, fresh, strict=True)]
+    indexed = [dicom_index.IndexEntry(message_id, inbound.channel, inbound.dicom, inbound.blob)
+               for message_id, (inbound, _) in zip(ids, fresh, strict=True)
+               if inbound.dicom is not None and inbound.rejected is None]
+    if indexed:
+        events += dicom_index.record(connection, indexed, now)
+    audit.append(session, events, audit_chain)
     return ids
 
 

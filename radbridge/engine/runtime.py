@@ -26,6 +26,7 @@ from typing import Literal
 
 from radbridge.engine import audit
 from radbridge.engine.adapters import AdapterContext, Source, build_destination, build_source
+from radbridge.engine.assembly import StudyAssembler
 from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.config import ChannelConfig
 from radbridge.engine.db import Database
@@ -86,6 +87,9 @@ class Node:
                                    audit_chain=f"{node}/processor")
         self.context = AdapterContext(settings.data_dir, self.blobs, settings.inline_limit,
                                       self.receive, self.database, settings.node_id)
+        self.assembler = StudyAssembler(self.database, self.channels,
+                                        self.receiver.receive_sync,
+                                        audit_chain=f"{node}/assembly")
         self.workers: list[DeliveryWorker] = []
         self._by_destination: dict[tuple[str, str], DeliveryWorker] = {}
         self.sources: list[Source] = []
@@ -130,6 +134,8 @@ class Node:
                 self.workers.append(worker)
                 self._by_destination[(channel.name, destination.name)] = worker
         self._tasks.append(asyncio.create_task(self._process_loop(), name="processor"))
+        if self.assembler.active:
+            self._tasks.append(asyncio.create_task(self._assembly_loop(), name="assembly"))
         self._tasks += [asyncio.create_task(w.run(), name=f"deliver:{w.channel}/{w.config.name}")
                         for w in self.workers]
 
@@ -176,6 +182,17 @@ class Node:
                 # Woken by a commit: let a few more arrive so that one transaction
                 # processes several (the source was acknowledged already).
                 await asyncio.sleep(self._linger)
+
+    async def _assembly_loop(self) -> None:
+        """Announce complete studies; see radbridge.engine.assembly."""
+        interval = self.assembler.interval()
+        while not self._stopping.is_set():
+            try:
+                await asyncio.to_thread(self.assembler.run_once)
+            except Exception:  # the store is down or a bug: keep the node alive, try again
+                log.exception("study assembly failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
 
     def _hand_over(self, deliveries: list[OutboundDelivery]) -> None:
         grouped: dict[tuple[str, str], list[OutboundDelivery]] = {}

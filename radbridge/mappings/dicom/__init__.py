@@ -1,0 +1,1 @@
+"""DICOM translations without I/O: datasets to index records, checks, de-identification."""
