@@ -19,6 +19,8 @@ boundary where they occur into the most specific type here, with context, using
     │                                (radbridge.mappings.hl7.header)
     ├── Hl7ContentError              an HL7 message the registry cannot apply (hl7.errors)
     ├── Hl7EncodingError             a value that cannot go into an HL7 field (hl7.encoding)
+    ├── DicomContentError            a DICOM data set without what it must carry; also a
+    │                                ValueError (mappings.dicom.errors)
     ├── ResultFormatError            an AI result document with a wrong field (mappings.results)
     ├── UnknownChannel               a name that no deployed channel has
     └── NotFound                     a message or delivery id that does not exist

@@ -512,8 +512,9 @@ destinations: [{name: a, type: "null"}]
 """)
     assert where(issues) == [(4, "transformers[0]"), (5, "transformers[1].name")]
     assert issues[0].message == (
-        "unknown mapping 'text.strp'; expected one of: hl7.oru_r01, hl7.worklist_priority,"
-        " json.extract, text.normalize_newlines, text.strip (did you mean 'text.strip'?)"
+        "unknown mapping 'text.strp'; expected one of: dicom.deidentify, hl7.oru_r01,"
+        " hl7.worklist_priority, json.extract, text.normalize_newlines, text.strip"
+        " (did you mean 'text.strip'?)"
     )
 
 

@@ -50,6 +50,7 @@ def _load_builtins() -> None:
     # Imported for their @mapping side effect; late so that this module stays importable
     # from the built-in modules themselves.
     from radbridge.mappings import text  # noqa: F401
+    from radbridge.mappings.dicom import transforms as dicom_transforms  # noqa: F401
     from radbridge.mappings.hl7 import transforms  # noqa: F401
 
 

@@ -26,7 +26,7 @@ class InstanceRecord:
     study_uid: str
     series_uid: str
     transfer_syntax_uid: str
-    # patient and study (the study row keeps the values of its latest instance)
+    # patient and study (the study row keeps the values of its first instance)
     patient_id: str | None = None
     issuer_of_patient_id: str | None = None
     patient_name: str | None = None
