@@ -24,6 +24,43 @@ ensure_postgres() {
   return 1
 }
 ensure_postgres
+
+# Orthanc (+DICOMweb), dcmtk and dicom3tools for the DICOM tests (tests/peers). The tests
+# start their own Orthanc inside a network namespace; a system Orthanc that Debian's
+# package scripts start would listen on 0.0.0.0:4242/8042, so it is kept from starting
+# (policy-rc.d) and stopped if it started anyway.
+ensure_dicom_peers() {
+  if { command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ]; } \
+      && command -v storescu >/dev/null && command -v dciodvfy >/dev/null; then
+    return 0
+  fi
+  echo "installing Orthanc, dcmtk and dicom3tools from Debian's packages" >&2
+  local policy=/usr/sbin/policy-rc.d made_policy=0 status=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+  fi
+  apt-get update -qq >&2 || status=$?
+  if [ "$status" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      orthanc orthanc-dicomweb dcmtk dicom3tools >&2 || status=$?
+  fi
+  if [ "$made_policy" -eq 1 ]; then rm -f "$policy"; fi
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now orthanc >/dev/null 2>&1 || true
+  else
+    service orthanc stop >/dev/null 2>&1 || true
+  fi
+  local pid
+  for pid in $(ss -Hltnp '( sport = :4242 or sport = :8042 )' 2>/dev/null \
+               | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "Orthanc" ]; then
+      echo "stopping the system Orthanc (pid $pid) that the package started" >&2
+      kill "$pid" || true
+    fi
+  done
+  return "$status"
+}
+ensure_dicom_peers
 # Trust auth for local tests (the machine kind's default); harmless when already set.
 psql -h 127.0.0.1 -U postgres -d postgres -qAtc "select 1" >/dev/null
 

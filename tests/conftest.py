@@ -19,6 +19,9 @@ from radbridge.engine.db import Database
 from radbridge.engine.migrate import upgrade
 from radbridge.engine.models import Base
 
+pytest_plugins = ["tests.peers.fixtures"]
+"""Orthanc, dcmtk and the network namespace they run in (see tests/peers)."""
+
 PG_ADMIN = os.environ.get("RADBRIDGE_TEST_PG", "host=127.0.0.1 user=postgres dbname=postgres")
 TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 """Every table of the schema, so a new one is emptied too."""

@@ -1,0 +1,63 @@
+"""Pytest fixtures for the DICOM peers: `orthanc` (session), `dcmtk`, `storescp`.
+
+A missing peer skips the test, except under CI=true where it fails it: tests of real
+services must not be skipped silently in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.peers import dcmtk as dcmtk_tools
+from tests.peers import netns
+from tests.peers.dcmtk import Storescp
+from tests.peers.orthanc import DICOMWEB_PLUGIN, OrthancPeer, orthanc_binary
+
+
+def peer_unavailable(reason: str) -> None:
+    """Skip (fail under CI) because a peer cannot run here."""
+    if os.environ.get("CI"):
+        pytest.fail(f"DICOM peer required in CI: {reason}")
+    pytest.skip(f"DICOM peer not available: {reason}")
+
+
+def _require_namespaces() -> None:
+    reason = netns.available()
+    if reason is not None:
+        peer_unavailable(reason)
+    netns.sweep_stale()
+
+
+@pytest.fixture(scope="session")
+def orthanc() -> Iterator[OrthancPeer]:
+    """Orthanc 1.10 + DICOMweb, shared by the session; call `orthanc.clear()` to isolate."""
+    _require_namespaces()
+    if orthanc_binary() is None:
+        peer_unavailable("Orthanc is not installed (scripts/test.sh installs it)")
+    if not DICOMWEB_PLUGIN.exists():
+        peer_unavailable(f"{DICOMWEB_PLUGIN} missing (Debian package orthanc-dicomweb)")
+    with OrthancPeer() as peer:
+        yield peer
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> ModuleType:
+    """The `tests.peers.dcmtk` module, once dcmtk's tools are known to be installed."""
+    missing = dcmtk_tools.missing_tools()
+    if missing:
+        peer_unavailable(f"dcmtk tools missing: {', '.join(missing)}")
+    _require_namespaces()
+    return dcmtk_tools
+
+
+@pytest.fixture
+def storescp(dcmtk: ModuleType, tmp_path: Path) -> Iterator[Storescp]:
+    """dcmtk's storescp (AE STORESCP, every transfer syntax) reachable on 127.0.0.1:port,
+    writing into tmp_path/"storescp"."""
+    with Storescp("STORESCP", tmp_path / "storescp") as scp:
+        yield scp
