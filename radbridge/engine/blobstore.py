@@ -164,6 +164,11 @@ class BlobWriter:
         """Make what was written so far readable through `temp_path` (not yet durable)."""
         self._store._disk(self._out.flush)
 
+    def pending_ref(self) -> BlobRef:
+        """The reference the blob will have once committed (hash and size of what was
+        written so far): lets a caller record it while the commit's fsync runs."""
+        return self._ref or BlobRef(self._digest.hexdigest(), self.size)
+
     def commit(self) -> BlobRef:
         """Make the blob durable under its hash; returns its reference."""
         if self._ref is not None:

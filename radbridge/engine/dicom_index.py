@@ -90,8 +90,8 @@ def _record_instances(connection: Connection, entries: Sequence[IndexEntry], now
         return []
     entries = [e for e, _ in pairs]
     records = [item for _, item in pairs]
-    study_ids, late = _upsert_studies(connection, entries, now)
-    series_ids, new_series = _upsert_series(connection, records, study_ids, now)
+    studies = _upsert_studies(connection, entries, now)
+    series_ids, new_series = _upsert_series(connection, records, studies.ids, now)
     versions = {uid: version for uid, (version, _) in known.items()}
     superseded = sorted({item.sop_instance_uid for item in records} & set(versions))
     if superseded:
@@ -130,23 +130,35 @@ def _record_instances(connection: Connection, entries: Sequence[IndexEntry], now
             **{f: _clip(f, getattr(item, f)) for f in _INSTANCE_FIELDS},
         })
     insert_rows(connection, DICOM_INSTANCES, rows)
-    _count(connection, study_ids, new_per_study, new_series, records, now)
-    for study_uid in late:
+    _count(connection, studies, new_per_study, new_series, records, now)
+    for study_uid in studies.late:
         events.append(AuditRecord(
             action="dicom.study-reopened", actor="dicom-index", study_uid=study_uid,
             detail={"reason": "instance received after the study was declared ready"}))
     return events
 
 
+@dataclass(frozen=True)
+class _StudyRows:
+    ids: dict[str, int]
+    """Study UID -> row id."""
+    late: list[str]
+    """Studies declared ready before this batch: the batch reopens them."""
+    modalities: dict[str, str]
+    """The modality list of the studies that existed before this batch."""
+
+
 def _upsert_studies(connection: Connection, entries: Sequence[IndexEntry], now: datetime
-                    ) -> tuple[dict[str, int], list[str]]:
-    """Study UID -> row id (creating missing studies); also the ready studies reopened."""
+                    ) -> _StudyRows:
+    """The studies of this batch, creating the missing ones (with the values of their
+    first instance: patient, accession, dates, description)."""
     latest: dict[str, tuple[IndexEntry, InstanceRecord]] = {}
     for entry in entries:
         assert isinstance(entry.record, InstanceRecord)
         latest[entry.record.study_uid] = (entry, entry.record)
-    found = {uid: (sid, state) for sid, uid, state in connection.execute(
-        select(DICOM_STUDIES.c.id, DICOM_STUDIES.c.study_uid, DICOM_STUDIES.c.state)
+    found = {uid: (sid, state, modalities) for sid, uid, state, modalities in connection.execute(
+        select(DICOM_STUDIES.c.id, DICOM_STUDIES.c.study_uid, DICOM_STUDIES.c.state,
+               DICOM_STUDIES.c.modalities)
         .where(DICOM_STUDIES.c.study_uid.in_(list(latest))))}
     missing = [uid for uid in latest if uid not in found]
     created = insert_many(connection, DICOM_STUDIES, [{
@@ -155,15 +167,10 @@ def _upsert_studies(connection: Connection, entries: Sequence[IndexEntry], now: 
         "last_received_at": now, "state": COLLECTING, "ready_version": 0,
         **{f: _clip(f, getattr(latest[uid][1], f)) for f in _STUDY_FIELDS},
     } for uid in missing])
-    ids = {uid: sid for uid, (sid, _) in found.items()} | dict(zip(missing, created, strict=True))
-    late = [uid for uid, (_, state) in found.items() if state == READY]
-    for uid, (_, item) in latest.items():
-        if uid in found:
-            values = {f: _clip(f, getattr(item, f)) for f in _STUDY_FIELDS
-                      if getattr(item, f) is not None}
-            connection.execute(update(DICOM_STUDIES).where(DICOM_STUDIES.c.id == ids[uid])
-                               .values(state=COLLECTING, **values))
-    return ids, late
+    ids = {uid: row[0] for uid, row in found.items()} | dict(zip(missing, created, strict=True))
+    late = [uid for uid, (_, state, _) in found.items() if state == READY]
+    known = {uid: row[2] for uid, row in found.items()}
+    return _StudyRows(ids, late, known)
 
 
 def _upsert_series(connection: Connection, records: Sequence[InstanceRecord],
@@ -191,9 +198,10 @@ def _latest_versions(connection: Connection, uids: set[str]) -> dict[str, tuple[
     return {uid: (version, sha) for uid, version, sha in rows}
 
 
-def _count(connection: Connection, study_ids: dict[str, int], new_per_study: dict[str, int],
+def _count(connection: Connection, studies: _StudyRows, new_per_study: dict[str, int],
            new_series: list[str], records: Sequence[InstanceRecord], now: datetime) -> None:
-    """Keep the studies' and series' counters and modality lists in step."""
+    """Keep the counters and modality lists in step, and (re)open each study for
+    assembly: one UPDATE per series and per study of the batch."""
     per_series: dict[str, int] = {}
     for item in records:
         per_series[item.series_uid] = per_series.get(item.series_uid, 0) + 1
@@ -210,13 +218,12 @@ def _count(connection: Connection, study_ids: dict[str, int], new_per_study: dic
         connection.execute(
             update(DICOM_SERIES).where(DICOM_SERIES.c.series_uid == series_uid)
             .values(instance_count=DICOM_SERIES.c.instance_count + count, last_received_at=now))
-    for study_uid, study_id in study_ids.items():
-        known = connection.execute(select(DICOM_STUDIES.c.modalities)
-                                   .where(DICOM_STUDIES.c.id == study_id)).scalar_one()
+    for study_uid, study_id in studies.ids.items():
+        known = studies.modalities.get(study_uid, "")
         names = sorted(set(filter(None, known.split("\\"))) | modalities.get(study_uid, set()))
         connection.execute(
             update(DICOM_STUDIES).where(DICOM_STUDIES.c.id == study_id)
-            .values(instance_count=DICOM_STUDIES.c.instance_count
+            .values(state=COLLECTING, instance_count=DICOM_STUDIES.c.instance_count
                     + new_per_study.get(study_uid, 0),
                     series_count=DICOM_STUDIES.c.series_count
                     + new_series_per_study.get(study_uid, 0),
