@@ -28,53 +28,18 @@ if __package__ in (None, ""):
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
-import httpx
-import yaml
-
 from benchmarks import stores
+from benchmarks.nodes import free_port, process, radbridge
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hl7.json"
 CONNECTIONS = (1, 8)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def process(command: list[str], *, ready: str | None = None, log: Path | None = None
-            ) -> Iterator[subprocess.Popen[str]]:
-    """A child process; with `ready`, wait until it prints a line starting with it."""
-    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
-    child = subprocess.Popen(command, stdout=subprocess.PIPE if ready else out,
-                             stderr=subprocess.STDOUT if ready else out, text=True,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        if ready:
-            assert child.stdout is not None
-            line = child.stdout.readline()
-            if not line.startswith(ready):
-                raise RuntimeError(f"{command[:4]} did not start: {line!r}")
-        yield child
-    finally:
-        child.terminate()
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        if log:
-            out.close()  # type: ignore[union-attr]
 
 
 def load(port: int, connections: int, messages: int, first: int) -> dict[str, Any]:
@@ -83,31 +48,6 @@ def load(port: int, connections: int, messages: int, first: int) -> dict[str, An
          str(connections), "--messages", str(messages), "--first", str(first)],
         capture_output=True, text=True, timeout=900, check=True)
     return json.loads(result.stdout.splitlines()[-1])
-
-
-@contextmanager
-def radbridge(channel: dict[str, Any], url: str, data_dir: Path, split: bool
-              ) -> Iterator[int]:
-    """`radbridge run` (with --split: two processes) on one channel file, once ready."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = data_dir / "channel.yaml"
-    config.write_text(yaml.safe_dump(channel, sort_keys=False))
-    api = free_port()
-    command = [sys.executable, "-m", "radbridge", "run", "-c", str(config), "--data-dir",
-               str(data_dir), "--database-url", url, "--port", str(api), "--node-id", "bench",
-               *(["--split"] if split else [])]
-    with process(command, log=data_dir / "radbridge.log"):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError((data_dir / "radbridge.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield api
 
 
 def sink_count(control: int) -> int:

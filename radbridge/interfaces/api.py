@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from radbridge.engine import audit, queries, replay
+from radbridge.engine import audit, queries, replay, study_queries
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.config import ChannelConfig, HttpSource
 from radbridge.engine.db import Database
@@ -36,6 +36,7 @@ from radbridge.engine.metrics import StoreCollector, register_store_collector
 from radbridge.engine.models import Message
 from radbridge.engine.receiver import Inbound, Receipt
 from radbridge.errors import NotFound, StoreError, StoreUnavailable, UnknownChannel
+from radbridge.interfaces.dicomweb import stow
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,46 @@ async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
     return await anext(chunks, None)
 
 
+# --- studies (the DICOM index) -------------------------------------------------------
+
+
+async def list_studies(request: Request) -> Response:
+    params = request.query_params
+    where = study_queries.StudyFilter(
+        state=params.get("state"), accession=params.get("accession"),
+        patient_id=params.get("patient_id"), modality=params.get("modality"),
+        channel=params.get("channel"), limit=_int_param(params.get("limit"), 50),
+        offset=_int_param(params.get("offset"), 0))
+    database = _context(request).database
+    rows = await run_in_threadpool(_read, database, study_queries.list_studies, where)
+    return JSONResponse({"studies": rows})
+
+
+async def get_study(request: Request) -> Response:
+    uid = request.path_params["study_uid"]
+    with_instances = request.query_params.get("instances") in ("1", "true", "yes")
+    database = _context(request).database
+    detail = await run_in_threadpool(_read, database, study_queries.study_detail, uid,
+                                     with_instances=with_instances)
+    if detail is None:
+        raise ApiError(404, f"no study {uid}")
+    return JSONResponse(detail)
+
+
+def _read(database: Database, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    with database.read() as session:
+        return query(session, *args, **kwargs)
+
+
+def _int_param(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(400, f"expected an integer, got {value[:20]!r}") from None
+
+
 # --- messages ------------------------------------------------------------------------
 
 
@@ -466,6 +507,9 @@ ROUTES = [
     Route("/api/messages/{message_id:int}/reprocess", reprocess_message, methods=["POST"]),
     Route("/api/messages/{message_id:int}/retry", retry_message, methods=["POST"]),
     Route("/api/audit", query_audit),
+    Route("/api/studies", list_studies),
+    Route("/api/studies/{study_uid}", get_study),
+    *stow.ROUTES,
 ]
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from radbridge import __version__
 
-SUBCOMMAND_MODULES = ("run", "validate", "messages", "audit", "db", "prune", "send")
+SUBCOMMAND_MODULES = ("run", "validate", "messages", "audit", "db", "prune", "send", "studies",
+                      "dicom")
 
 
 def build_parser() -> argparse.ArgumentParser:

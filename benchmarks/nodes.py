@@ -1,0 +1,80 @@
+"""Child processes for benchmarks: a command, and `radbridge run` on one channel file."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def process(command: list[str], *, ready: str | None = None, log: Path | None = None
+            ) -> Iterator[subprocess.Popen[str]]:
+    """A child process; with `ready`, wait until it prints a line starting with it."""
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
+    child = subprocess.Popen(command, stdout=subprocess.PIPE if ready else out,
+                             stderr=subprocess.STDOUT if ready else out, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        if ready:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line.startswith(ready):
+                raise RuntimeError(f"{command[:4]} did not start: {line!r}")
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class RunningNode:
+    api: int
+    """The port of its HTTP API."""
+    pid: int
+
+
+@contextmanager
+def radbridge(channel: dict[str, Any], url: str, data_dir: Path, split: bool
+              ) -> Iterator[RunningNode]:
+    """`radbridge run` (with --split: two processes) on one channel file, once ready."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "channel.yaml"
+    config.write_text(yaml.safe_dump(channel, sort_keys=False))
+    api = free_port()
+    command = [sys.executable, "-m", "radbridge", "run", "-c", str(config), "--data-dir",
+               str(data_dir), "--database-url", url, "--port", str(api), "--node-id", "bench",
+               *(["--split"] if split else [])]
+    with process(command, log=data_dir / "radbridge.log") as child:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError((data_dir / "radbridge.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield RunningNode(api, child.pid)
