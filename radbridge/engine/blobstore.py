@@ -38,6 +38,8 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._incoming = root / "incoming"
+        self._made: set[Path] = set()
+        """Folders known to exist: creating them again costs a system call per blob."""
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -74,14 +76,32 @@ class BlobStore:
         if final.exists():
             temp.unlink()
         else:
-            self._disk(final.parent.mkdir, parents=True, exist_ok=True)
-            self._disk(os.replace, temp, final)
+            self._folder(final.parent)
+            try:
+                os.replace(temp, final)
+            except FileNotFoundError:  # the folder was removed since we made it
+                self._made.discard(final.parent)
+                self._folder(final.parent)
+                self._disk(os.replace, temp, final)
+            except OSError as exc:
+                raise StoreUnavailable(f"blob store cannot write under {self.root}: {exc}"
+                                       ) from exc
             self._disk(_fsync_dir, final.parent)
+
+    def _folder(self, folder: Path) -> None:
+        if folder not in self._made:
+            self._disk(folder.mkdir, parents=True, exist_ok=True)
+            self._made.add(folder)
 
     def _temp_file(self) -> Path:
         def make() -> Path:
-            self._incoming.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self._incoming, prefix="blob-")
+            self._folder(self._incoming)
+            try:
+                fd, name = tempfile.mkstemp(dir=self._incoming, prefix="blob-")
+            except FileNotFoundError:  # the folder was removed since we made it
+                self._made.discard(self._incoming)
+                self._folder(self._incoming)
+                fd, name = tempfile.mkstemp(dir=self._incoming, prefix="blob-")
             os.close(fd)
             return Path(name)
 

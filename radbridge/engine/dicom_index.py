@@ -51,6 +51,36 @@ _LIMITS = {"patient_name": 255, "study_description": 255, "referring_physician":
            "acquisition_datetime": 32, "content_datetime": 32}
 
 
+# Built once: on the C-STORE path building a statement costs more than running it.
+_FIND_STUDIES = (
+    select(DICOM_STUDIES.c.id, DICOM_STUDIES.c.study_uid, DICOM_STUDIES.c.state,
+           DICOM_STUDIES.c.modalities)
+    .where(DICOM_STUDIES.c.study_uid.in_(bindparam("uids", expanding=True))))
+_FIND_SERIES = (
+    select(DICOM_SERIES.c.series_uid, DICOM_SERIES.c.id)
+    .where(DICOM_SERIES.c.series_uid.in_(bindparam("uids", expanding=True))))
+_FIND_CURRENT = (
+    select(DICOM_INSTANCES.c.sop_instance_uid, DICOM_INSTANCES.c.version,
+           DICOM_INSTANCES.c.blob_sha256)
+    .where(DICOM_INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True)),
+           DICOM_INSTANCES.c.current.is_(True)))
+_SUPERSEDE = (
+    update(DICOM_INSTANCES)
+    .where(DICOM_INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True)),
+           DICOM_INSTANCES.c.current.is_(True))
+    .values(current=False))
+_BUMP_SERIES = (
+    update(DICOM_SERIES).where(DICOM_SERIES.c.series_uid == bindparam("b_uid"))
+    .values(instance_count=DICOM_SERIES.c.instance_count + bindparam("b_count"),
+            last_received_at=bindparam("b_now")))
+_BUMP_STUDY = (
+    update(DICOM_STUDIES).where(DICOM_STUDIES.c.id == bindparam("b_id"))
+    .values(state=COLLECTING,
+            instance_count=DICOM_STUDIES.c.instance_count + bindparam("b_instances"),
+            series_count=DICOM_STUDIES.c.series_count + bindparam("b_series"),
+            modalities=bindparam("b_modalities"), last_received_at=bindparam("b_now")))
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """One stored message's contribution to the index."""
@@ -95,11 +125,7 @@ def _record_instances(connection: Connection, entries: Sequence[IndexEntry], now
     versions = {uid: version for uid, (version, _) in known.items()}
     superseded = sorted({item.sop_instance_uid for item in records} & set(versions))
     if superseded:
-        connection.execute(
-            update(DICOM_INSTANCES)
-            .where(DICOM_INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True)),
-                   DICOM_INSTANCES.c.current.is_(True))
-            .values(current=False), {"uids": superseded})
+        connection.execute(_SUPERSEDE, {"uids": superseded})
     rows: list[dict[str, Any]] = []
     events: list[AuditRecord] = []
     new_per_study: dict[str, int] = {}
@@ -156,10 +182,8 @@ def _upsert_studies(connection: Connection, entries: Sequence[IndexEntry], now: 
     for entry in entries:
         assert isinstance(entry.record, InstanceRecord)
         latest[entry.record.study_uid] = (entry, entry.record)
-    found = {uid: (sid, state, modalities) for sid, uid, state, modalities in connection.execute(
-        select(DICOM_STUDIES.c.id, DICOM_STUDIES.c.study_uid, DICOM_STUDIES.c.state,
-               DICOM_STUDIES.c.modalities)
-        .where(DICOM_STUDIES.c.study_uid.in_(list(latest))))}
+    found = {uid: (sid, state, modalities) for sid, uid, state, modalities
+             in connection.execute(_FIND_STUDIES, {"uids": list(latest)})}
     missing = [uid for uid in latest if uid not in found]
     created = insert_many(connection, DICOM_STUDIES, [{
         "study_uid": uid, "channel": latest[uid][0].channel, "modalities": "",
@@ -176,9 +200,7 @@ def _upsert_studies(connection: Connection, entries: Sequence[IndexEntry], now: 
 def _upsert_series(connection: Connection, records: Sequence[InstanceRecord],
                    study_ids: dict[str, int], now: datetime) -> tuple[dict[str, int], list[str]]:
     latest = {r.series_uid: r for r in records}
-    found = as_dict(connection.execute(
-        select(DICOM_SERIES.c.series_uid, DICOM_SERIES.c.id)
-        .where(DICOM_SERIES.c.series_uid.in_(list(latest)))))
+    found = as_dict(connection.execute(_FIND_SERIES, {"uids": list(latest)}))
     missing = [uid for uid in latest if uid not in found]
     created = insert_many(connection, DICOM_SERIES, [{
         "study_id": study_ids[latest[uid].study_uid], "series_uid": uid, "instance_count": 0,
@@ -190,11 +212,7 @@ def _upsert_series(connection: Connection, records: Sequence[InstanceRecord],
 
 def _latest_versions(connection: Connection, uids: set[str]) -> dict[str, tuple[int, str]]:
     """SOP Instance UID -> (its latest version, that version's blob hash)."""
-    rows = connection.execute(
-        select(DICOM_INSTANCES.c.sop_instance_uid, DICOM_INSTANCES.c.version,
-               DICOM_INSTANCES.c.blob_sha256)
-        .where(DICOM_INSTANCES.c.sop_instance_uid.in_(sorted(uids)),
-               DICOM_INSTANCES.c.current.is_(True)))
+    rows = connection.execute(_FIND_CURRENT, {"uids": sorted(uids)})
     return {uid: (version, sha) for uid, version, sha in rows}
 
 
@@ -214,20 +232,16 @@ def _count(connection: Connection, studies: _StudyRows, new_per_study: dict[str,
     for item in records:
         if item.modality:
             modalities.setdefault(item.study_uid, set()).add(item.modality)
-    for series_uid, count in per_series.items():
-        connection.execute(
-            update(DICOM_SERIES).where(DICOM_SERIES.c.series_uid == series_uid)
-            .values(instance_count=DICOM_SERIES.c.instance_count + count, last_received_at=now))
+    connection.execute(_BUMP_SERIES, [{"b_uid": uid, "b_count": count, "b_now": now}
+                                      for uid, count in per_series.items()])
+    bumps = []
     for study_uid, study_id in studies.ids.items():
         known = studies.modalities.get(study_uid, "")
         names = sorted(set(filter(None, known.split("\\"))) | modalities.get(study_uid, set()))
-        connection.execute(
-            update(DICOM_STUDIES).where(DICOM_STUDIES.c.id == study_id)
-            .values(state=COLLECTING, instance_count=DICOM_STUDIES.c.instance_count
-                    + new_per_study.get(study_uid, 0),
-                    series_count=DICOM_STUDIES.c.series_count
-                    + new_series_per_study.get(study_uid, 0),
-                    modalities="\\".join(names)[:255], last_received_at=now))
+        bumps.append({"b_id": study_id, "b_instances": new_per_study.get(study_uid, 0),
+                      "b_series": new_series_per_study.get(study_uid, 0),
+                      "b_modalities": "\\".join(names)[:255], "b_now": now})
+    connection.execute(_BUMP_STUDY, bumps)
 
 
 def _record_mpps(connection: Connection, item: MppsRecord, now: datetime) -> None:

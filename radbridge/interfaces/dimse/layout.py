@@ -37,6 +37,8 @@ class Layout:
 
     pixel_offset: int | None = None
     pixel_length: int | None = None
+    value_offset: int | None = None
+    """Where the Pixel Data value starts (after its element header)."""
 
 
 def looks_explicit(head: bytes) -> bool:
@@ -44,16 +46,23 @@ def looks_explicit(head: bytes) -> bool:
     return len(head) >= 6 and head[4:6] in VALID_VRS
 
 
-def walk(fp: BinaryIO, start: int, end: int, *, implicit: bool, little: bool) -> Layout:
-    """Walk the data set between `start` and `end` of `fp`; LayoutError if it does not fit."""
+def walk(fp: BinaryIO, start: int, end: int, *, implicit: bool, little: bool,
+         up_to_pixels: bool = False) -> Layout:
+    """Walk the data set between `start` and `end` of `fp`; LayoutError if it does not fit.
+
+    `up_to_pixels`: stop at a top-level Pixel Data element of defined length, whose value
+    may lie beyond `end` (the head of a data set still arriving).
+    """
     fp.seek(start)
-    walker = _Walker(fp, end, implicit, "<" if little else ">")
+    walker = _Walker(fp, end, implicit, "<" if little else ">", up_to_pixels)
     return walker.data_set(depth=0, delimited=False)
 
 
 class _Walker:
-    def __init__(self, fp: BinaryIO, end: int, implicit: bool, order: str) -> None:
+    def __init__(self, fp: BinaryIO, end: int, implicit: bool, order: str,
+                 up_to_pixels: bool = False) -> None:
         self.fp, self.end, self.implicit = fp, end, implicit
+        self.up_to_pixels = up_to_pixels
         self.tag = struct.Struct(f"{order}HH")
         self.long = struct.Struct(f"{order}L")
         self.short = struct.Struct(f"{order}H")
@@ -89,7 +98,9 @@ class _Walker:
             if tag == ITEM_END and delimited:
                 return found
             if tag in PIXEL_TAGS and depth == 0:
-                found = Layout(at, None if length == UNDEFINED else length)
+                found = Layout(at, None if length == UNDEFINED else length, self.fp.tell())
+                if self.up_to_pixels and length != UNDEFINED:
+                    return found
             if length == UNDEFINED:
                 if vr not in (None, b"SQ", b"UN", b"OB", b"OW"):
                     raise LayoutError(f"undefined length on a {vr!r} element")

@@ -18,8 +18,9 @@ import ssl
 from dataclasses import dataclass
 
 from radbridge.engine.adapters import AdapterContext, source_type
+from radbridge.engine.blobstore import BlobWriter
 from radbridge.engine.config import DimseSource
-from radbridge.errors import AdapterSetupError
+from radbridge.errors import AdapterSetupError, StoreUnavailable
 from radbridge.interfaces.dimse import commands, pdu
 from radbridge.interfaces.dimse.association import (
     AcceptedContext,
@@ -160,6 +161,9 @@ class AssociationTask:
         self._command = bytearray()
         self._command_context = 0
         self._pending: _Pending | None = None
+        self._spare: asyncio.Future[BlobWriter] | None = None
+        """The next instance's blob file, opened in a worker thread ahead of its C-STORE
+        (creating a file can wait on the journal while another thread fsyncs)."""
         self.association: Association | None = None
         self.sender: Sender | None = None
 
@@ -189,6 +193,7 @@ class AssociationTask:
                 self._watchdog.cancel()
             if self._pending is not None and self._pending.upload is not None:
                 self._pending.upload.abort()
+            await self._drop_spare()
 
     def _arm(self, delay: float) -> None:
         self._watchdog = self._loop.call_later(delay, self._check_idle)
@@ -282,10 +287,28 @@ class AssociationTask:
         elif command.command_field == commands.C_STORE_RQ:
             assert self.sender is not None
             upload = InstanceUpload(command, context, self.sender, self.scp.context,
-                                    self.scp.config.max_instance_size)
+                                    self.scp.config.max_instance_size,
+                                    writer=await self._next_writer())
             self._pending = _Pending(command, context, upload=upload)
         else:
             self._pending = _Pending(command, context, buffered=bytearray())
+
+    async def _next_writer(self) -> BlobWriter | StoreUnavailable:
+        """This C-STORE's blob file (the spare), and the next one started."""
+        blobs = self.scp.context.blobs
+        spare = self._spare or asyncio.ensure_future(asyncio.to_thread(blobs.writer))
+        self._spare = asyncio.ensure_future(asyncio.to_thread(blobs.writer))
+        try:
+            return await spare
+        except StoreUnavailable as exc:
+            return exc
+
+    async def _drop_spare(self) -> None:
+        if self._spare is None:
+            return
+        spare, self._spare = self._spare, None
+        with contextlib.suppress(Exception):
+            (await spare).abort()
 
     async def _data_fragment(self, pdv: pdu.Pdv) -> None:
         pending = self._pending

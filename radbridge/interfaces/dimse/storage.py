@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 PREAMBLE = bytes(128) + b"DICM"
 HEAD = 16
 """Bytes of the data set kept in memory to judge its encoding at the first element."""
+EARLY = 64 * 1024
+"""Bytes of the data set after which its header is examined while the rest arrives
+(a CT header is a few kB; the pixel data is the rest)."""
 PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, LookupError, EOFError,
                 NotImplementedError, OverflowError, struct.error, zlib.error)
 """What pydicom raises on a header it cannot read."""
@@ -79,7 +82,9 @@ class InstanceUpload:
     """One C-STORE's data set on its way to the blob store; see the module docstring."""
 
     def __init__(self, command: Command, context: AcceptedContext, sender: Sender,
-                 adapter: AdapterContext, max_size: int) -> None:
+                 adapter: AdapterContext, max_size: int,
+                 writer: BlobWriter | StoreUnavailable | None = None) -> None:
+        """`writer`: the blob file opened ahead (or why it could not be); None opens one."""
         self.command = command
         self._context = context
         self._sender = sender
@@ -89,11 +94,15 @@ class InstanceUpload:
         self._head = b""
         self._failure: str | None = None
         self._writer: BlobWriter | None = None
+        self._early_head: bytearray | None = bytearray()
+        self._early: asyncio.Future[tuple[Outcome, Layout] | None] | None = None
         meta = file_meta(command.sop_class, command.sop_instance, context.transfer_syntax,
                          sender.calling_ae)
         self._data_start = len(meta)
         try:
-            self._writer = adapter.blobs.writer()
+            if isinstance(writer, StoreUnavailable):
+                raise writer
+            self._writer = writer or adapter.blobs.writer()
             self._writer.write(meta)
         except StoreUnavailable as exc:
             self._fail(f"cannot write: {exc}")
@@ -106,6 +115,12 @@ class InstanceUpload:
             return
         if len(self._head) < HEAD:
             self._head += bytes(fragment[:HEAD - len(self._head)])
+        if self._early_head is not None:
+            self._early_head += fragment
+            if len(self._early_head) >= EARLY:
+                head, self._early_head = bytes(self._early_head), None
+                self._early = asyncio.ensure_future(
+                    asyncio.to_thread(self._examine_head, head))
         if self._received > self._max_size:
             self._fail(f"the data set exceeds the {self._max_size} bytes this channel takes")
             return
@@ -164,7 +179,9 @@ class InstanceUpload:
         committing = asyncio.ensure_future(asyncio.to_thread(writer.commit))
         try:
             with fp:
-                outcome = await asyncio.to_thread(self._examine, fp)
+                outcome = await self._early_verdict()
+                if outcome is None:
+                    outcome = await asyncio.to_thread(self._examine, fp)
             await self._adapter.receive(self._inbound(ref, outcome))
         finally:
             committed = await asyncio.gather(committing, return_exceptions=True)
@@ -172,18 +189,73 @@ class InstanceUpload:
             raise committed[0]
         return outcome
 
-    def _examine(self, fp: BinaryIO) -> Outcome:
-        syntax = self._context.transfer_syntax
+    async def _early_verdict(self) -> Outcome | None:
+        """The verdict on the header examined while the data arrived, when it settles the
+        matter: the Pixel Data ends exactly where the data set did. None: examine the file."""
+        if self._early is None:
+            return None
+        early = await self._early
+        if early is None:
+            return None
+        outcome, layout = early
+        if outcome.status != Status.SUCCESS:
+            return outcome
+        if layout.value_offset is None or layout.pixel_length is None:
+            return None
+        if layout.value_offset + layout.pixel_length != self._received:
+            return None  # trailing elements, or cut short: the full walk says which
+        return outcome
+
+    def _examine_head(self, head: bytes) -> tuple[Outcome, Layout] | None:
+        """Examine the first bytes of the data set (worker thread); None when they do not
+        hold the whole header (then the file is examined at the end)."""
+        uid = UID(self._context.transfer_syntax)
+        if not uid.is_transfer_syntax or uid.is_deflated or self._precheck() is not None:
+            return None
+        try:
+            layout = walk(BytesIO(head), 0, len(head), implicit=uid.is_implicit_VR,
+                          little=uid.is_little_endian, up_to_pixels=True)
+        except LayoutError:
+            return None
+        if layout.value_offset is None or layout.pixel_length is None:
+            return None
+        source = BytesIO(head[:layout.pixel_offset])
+        try:
+            dataset = read_dataset(source, uid.is_implicit_VR, uid.is_little_endian)
+        except PARSE_ERRORS:
+            return None
+        return self._verdict(dataset, layout), layout
+
+    def _precheck(self) -> Outcome | None:
+        """What is wrong before the header is even read, if anything."""
         if self.command.sop_class != self._context.abstract_syntax:
             return Outcome(Status.SOP_CLASS_NOT_SUPPORTED,
                            "the SOP class is not the presentation context's")
-        wrong = looks_like_wrong_syntax(self._head, syntax)
+        wrong = looks_like_wrong_syntax(self._head, self._context.transfer_syntax)
         if wrong is not None:
             return Outcome(Status.CANNOT_UNDERSTAND, wrong)
+        return None
+
+    def _examine(self, fp: BinaryIO) -> Outcome:
+        syntax = self._context.transfer_syntax
+        failed = self._precheck()
+        if failed is not None:
+            return failed
         try:
             dataset, layout = read_header(fp, self._data_start, syntax)
+        except LayoutError as exc:
+            return Outcome(Status.CANNOT_UNDERSTAND, str(exc))
+        except PARSE_ERRORS as exc:
+            return Outcome(Status.CANNOT_UNDERSTAND,
+                           f"the header cannot be parsed ({type(exc).__name__})")
+        return self._verdict(dataset, layout)
+
+    def _verdict(self, dataset: Dataset, layout: Layout) -> Outcome:
+        """What the header says of the instance: its record, or the failure status."""
+        syntax = self._context.transfer_syntax
+        try:
             record = read_instance(dataset, syntax)
-        except (LayoutError, DicomContentError) as exc:
+        except DicomContentError as exc:
             return Outcome(Status.CANNOT_UNDERSTAND, str(exc))
         except PARSE_ERRORS as exc:
             return Outcome(Status.CANNOT_UNDERSTAND,
