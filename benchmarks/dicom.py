@@ -72,6 +72,7 @@ def send(host: str, port: int, ae: str, folders: Sequence[Path],
         if done.returncode != 0:
             raise RuntimeError(f"storescu failed: {done.stdout[-800:]}{done.stderr[-800:]}")
 
+    os.sync()  # earlier runs' dirty pages are written back now, not during this one
     began = time.perf_counter()
     with ThreadPoolExecutor(len(folders)) as pool:
         list(pool.map(one, folders))

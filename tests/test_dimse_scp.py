@@ -238,6 +238,9 @@ async def test_a_calling_ae_not_on_the_allow_list_is_rejected(tmp_path, sqlite_u
         _, refused = await asyncio.to_thread(attempt, "INTRUDER")
         admitted, _ = await asyncio.to_thread(attempt, "CT1")
         assert received(node.database) == []
+        [event] = audit_events(node.database, "dicom.association-rejected")
+    assert (event.actor, event.outcome, event.channel) == (
+        "dimse:INTRUDER@127.0.0.1", "failure", "dicom-in")
     assert refused.is_rejected
     assert (refused.acceptor.primitive.result, refused.acceptor.primitive.result_source,
             refused.acceptor.primitive.diagnostic) == (1, 1, 3)

@@ -17,10 +17,11 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from radbridge.engine import audit
 from radbridge.engine.adapters import AdapterContext, source_type
 from radbridge.engine.blobstore import BlobWriter
 from radbridge.engine.config import DimseSource
-from radbridge.errors import AdapterSetupError, StoreUnavailable
+from radbridge.errors import AdapterSetupError, StoreError, StoreUnavailable
 from radbridge.interfaces.dimse import commands, pdu
 from radbridge.interfaces.dimse.association import (
     AcceptedContext,
@@ -39,6 +40,8 @@ from radbridge.interfaces.tls import server_context
 log = logging.getLogger(__name__)
 
 SOCKET_BUFFER = 4 * 1024 * 1024
+REJECT_LINGER = 2.0
+"""Seconds to wait for the requester to close after an A-ASSOCIATE-RJ."""
 MAX_BUFFERED_DATA_SET = 64 * 1024 * 1024
 """Largest N-CREATE/N-SET/N-ACTION data set kept in memory (they are a few kB)."""
 
@@ -227,6 +230,8 @@ class AssociationTask:
                         self.peer_ip, outcome.why)
             self.writer.write(outcome.encode())
             await self.writer.drain()
+            await self._audit_rejection(outcome, body)
+            await self._await_close()
             return False
         self.association, accept = outcome
         self.sender = Sender(self.scp.channel, self.association.calling_ae, self.peer_ip)
@@ -236,6 +241,28 @@ class AssociationTask:
                  self.scp.channel, self.association.calling_ae, self.peer_ip,
                  len(self.association.contexts))
         return True
+
+    async def _audit_rejection(self, rejection: Rejection, body: bytes) -> None:
+        """A refused association is an audit event (who tried, why); a store that cannot
+        record it does not change the answer."""
+        calling = body[20:36].decode("ascii", "replace").strip() if len(body) >= 36 else "?"
+        event = audit.AuditRecord(
+            action="dicom.association-rejected", actor=f"dimse:{calling}@{self.peer_ip}",
+            outcome="failure", channel=self.scp.channel,
+            detail={"reason": rejection.why, "result": rejection.result,
+                    "source": rejection.source, "diagnostic": rejection.reason})
+        try:
+            await asyncio.to_thread(audit.append_now, self.scp.context.database, [event],
+                                    f"{self.scp.context.node_id}/dimse")
+        except StoreError as exc:
+            log.warning("channel %s: could not audit a rejected association: %s",
+                        self.scp.channel, type(exc).__name__)
+
+    async def _await_close(self) -> None:
+        """After A-ASSOCIATE-RJ the requester closes the connection (PS3.8 9.2.3): closing
+        first can lose the RJ in flight, and the peer then sees an abort instead."""
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+            await asyncio.wait_for(self.reader.read(4096), timeout=REJECT_LINGER)
 
     async def _serve(self) -> None:
         reader, max_read = self.reader, self._max_read
