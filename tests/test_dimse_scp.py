@@ -221,9 +221,12 @@ async def test_an_unknown_sop_class_context_is_refused_but_the_association_accep
         finally:
             assoc.release()
 
-    async with running_scp(tmp_path, sqlite_url) as (_, port):
+    async with running_scp(tmp_path, sqlite_url) as (node, port):
         accepted, rejected = await asyncio.to_thread(negotiate)
+        [event] = audit_events(node.database, "dicom.contexts-refused")
     assert (accepted, rejected) == ([CT], ["1.2.3.4.5.6"])
+    assert json.loads(event.detail)["refused"] == [
+        {"abstract_syntax": "1.2.3.4.5.6", "result": 3}]  # abstract syntax not supported
 
 
 async def test_a_calling_ae_not_on_the_allow_list_is_rejected(tmp_path, sqlite_url):

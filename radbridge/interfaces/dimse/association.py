@@ -68,6 +68,8 @@ class Association:
     peer_implementation: str | None = None
     roles: Mapping[str, tuple[bool, bool]] = field(default_factory=dict)
     """SOP class -> (requestor may be SCU, requestor may be SCP), from role selection."""
+    refused: tuple[tuple[str, int], ...] = ()
+    """Proposed contexts we did not accept: (abstract syntax, result reason)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,10 @@ def negotiate(request: bytes, policy: Policy) -> tuple[Association, bytes] | Rej
         calling_ae=calling, called_ae=called, contexts=accepted,
         peer_max_pdu=(user.maximum_length or 0) if user is not None else 0,
         peer_implementation=str(user.implementation_class_uid or "") if user else None,
-        roles=roles)
+        roles=roles,
+        refused=tuple((str(item.abstract_syntax or ""), result) for item, (_, result, _)
+                      in zip(rq.presentation_context, results, strict=True)
+                      if result != Result.ACCEPTANCE))
     ac = _associate_ac(rq.called_ae_title, rq.calling_ae_title, results, roles, policy.max_pdu)
     return association, ac
 

@@ -240,23 +240,32 @@ class AssociationTask:
         log.info("channel %s: association from %s (%s) accepted, %d contexts",
                  self.scp.channel, self.association.calling_ae, self.peer_ip,
                  len(self.association.contexts))
+        if self.association.refused:
+            await self._audit(audit.AuditRecord(
+                action="dicom.contexts-refused", outcome="failure", channel=self.scp.channel,
+                actor=f"dimse:{self.association.calling_ae}@{self.peer_ip}",
+                detail={"refused": [{"abstract_syntax": syntax, "result": result}
+                                    for syntax, result in self.association.refused]}))
         return True
 
     async def _audit_rejection(self, rejection: Rejection, body: bytes) -> None:
         """A refused association is an audit event (who tried, why); a store that cannot
         record it does not change the answer."""
         calling = body[20:36].decode("ascii", "replace").strip() if len(body) >= 36 else "?"
-        event = audit.AuditRecord(
+        await self._audit(audit.AuditRecord(
             action="dicom.association-rejected", actor=f"dimse:{calling}@{self.peer_ip}",
             outcome="failure", channel=self.scp.channel,
             detail={"reason": rejection.why, "result": rejection.result,
-                    "source": rejection.source, "diagnostic": rejection.reason})
+                    "source": rejection.source, "diagnostic": rejection.reason}))
+
+    async def _audit(self, event: audit.AuditRecord) -> None:
+        """Append an event of the association itself (not of a message)."""
         try:
             await asyncio.to_thread(audit.append_now, self.scp.context.database, [event],
                                     f"{self.scp.context.node_id}/dimse")
         except StoreError as exc:
-            log.warning("channel %s: could not audit a rejected association: %s",
-                        self.scp.channel, type(exc).__name__)
+            log.warning("channel %s: could not record %s: %s", self.scp.channel,
+                        event.action, type(exc).__name__)
 
     async def _await_close(self) -> None:
         """After A-ASSOCIATE-RJ the requester closes the connection (PS3.8 9.2.3): closing
