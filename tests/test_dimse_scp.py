@@ -46,7 +46,7 @@ from radbridge.interfaces.dimse.association import IMPLEMENTATION_CLASS_UID
 from radbridge.interfaces.dimse.scp import DimseScp
 from radbridge.mappings.dicom.records import CONTENT_TYPE, MPPS_CONTENT_TYPE
 from tests.dicom_data import big_multiframe, compressed_samples, make_ct_series, make_instance
-from tests.dimse_support import make_pki
+from tests.dimse_support import closed_port, make_pki
 from tests.hl7_support import audit_events
 from tests.peers.dcmtk import echoscu, storescu
 
@@ -641,6 +641,64 @@ async def test_storage_commitment_reports_what_is_stored_on_the_same_association
     assert {i.ReferencedSOPInstanceUID for i in report.ReferencedSOPSequence} == {
         i.SOPInstanceUID for i in instances}
     assert [i.ReferencedSOPInstanceUID for i in report.FailedSOPSequence] == [missing]
+
+
+async def test_storage_commitment_result_goes_on_a_new_association_to_a_listed_requester(
+        tmp_path, sqlite_url):
+    """The modality releases right after its N-ACTION and listens for the result."""
+    files = make_ct_series(tmp_path / "ct", 2, rows=32, columns=32)
+    instances = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    reports: list[tuple[int, Dataset, str]] = []
+
+    def on_report(event: Any) -> tuple[int, None]:
+        reports.append((event.request.EventTypeID, event.event_information,
+                        event.assoc.requestor.ae_title))
+        return 0x0000, None
+
+    modality = AE(ae_title="MODALITY")
+    modality.add_supported_context(COMMITMENT, [EXPLICIT, "1.2.840.10008.1.2"],
+                                   scu_role=False, scp_role=True)
+    listening_port = closed_port()  # free now; the modality listens on it next
+    server = modality.start_server(("127.0.0.1", listening_port), block=False,
+                                   evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+
+    def ask() -> int:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(COMMITMENT, [EXPLICIT])
+        assoc = ae.associate("127.0.0.1", port, ae_title=AET)
+        try:
+            request = Dataset()
+            request.TransactionUID = generate_uid()
+            request.ReferencedSOPSequence = []
+            for instance in instances:
+                item = Dataset()
+                item.ReferencedSOPClassUID = CT
+                item.ReferencedSOPInstanceUID = instance.SOPInstanceUID
+                request.ReferencedSOPSequence.append(item)
+            status, _ = assoc.send_n_action(request, 1, COMMITMENT, "1.2.840.10008.1.20.1.1")
+            return int(status.Status)
+        finally:
+            assoc.release()
+
+    peers = [{"ae_title": "MODALITY", "host": "127.0.0.1", "port": listening_port,
+              "calling_ae": AET}]
+    try:
+        async with running_scp(tmp_path, sqlite_url, commitment_peers=peers) as (node, port):
+            assert (await asyncio.to_thread(storescu, "127.0.0.1", port, files, AET)
+                    ).returncode == 0
+            assert await asyncio.to_thread(ask) == 0
+            for _ in range(100):
+                if audit_events(node.database, "dicom.commitment-reported"):
+                    break
+                await asyncio.sleep(0.05)
+            [event] = audit_events(node.database, "dicom.commitment-reported")
+    finally:
+        server.shutdown()
+    [(event_type, report, sender)] = reports
+    assert (event_type, sender) == (1, AET)  # all stored, from our AE on its own association
+    assert {i.ReferencedSOPInstanceUID for i in report.ReferencedSOPSequence} == {
+        i.SOPInstanceUID for i in instances}
+    assert (event.outcome, json.loads(event.detail)["requester"]) == ("success", "MODALITY")
 
 
 # --- a 1 GB instance ---------------------------------------------------------------------------

@@ -430,6 +430,10 @@ class DimseSource(StrictModel):
     max_associations: int = Field(default=32, ge=1, le=1024)
     idle_timeout: Duration = 60.0
     max_instance_size: ByteSize = 4 * 2**30
+    commitment_peers: list[DicomPeerConfig] = Field(default_factory=list)
+    """Storage Commitment requesters that want the result on a new association (many
+    modalities release theirs right after N-ACTION): by AE title, where they listen.
+    Others get the N-EVENT-REPORT on the association that asked."""
 
     @model_validator(mode="after")
     def _tls_has_certificate(self) -> DimseSource:

@@ -1,5 +1,6 @@
 """The normalized services of the SCP: MPPS (N-CREATE, N-SET) and Storage Commitment
-Push (N-ACTION, answered by an N-EVENT-REPORT on the same association).
+Push (N-ACTION, answered by an N-EVENT-REPORT on the same association, or on a new one
+for the requesters listed in `commitment_peers`: see commitment_report).
 
 Each request's data set is small and arrives whole; it is stored as the message content
 exactly as received, with the record the DICOM index learns from it. Content that
@@ -13,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -22,6 +24,7 @@ from pydicom.uid import UID, generate_uid
 from pynetdicom.dsutils import encode
 
 from radbridge.engine.adapters import AdapterContext
+from radbridge.engine.config import DicomPeerConfig
 from radbridge.engine.dicom_index import stored_instances
 from radbridge.engine.receiver import Inbound
 from radbridge.errors import StoreUnavailable
@@ -33,6 +36,7 @@ from radbridge.interfaces.dimse.association import (
     Association,
 )
 from radbridge.interfaces.dimse.commands import Command, Status
+from radbridge.interfaces.dimse.commitment_report import deliver
 from radbridge.interfaces.dimse.storage import PARSE_ERRORS, Sender
 from radbridge.mappings.dicom.commitment import (
     STORAGE_COMMITMENT_SOP_INSTANCE,
@@ -74,9 +78,18 @@ class _Refused(Exception):
 class Normalized:
     """Handles N-CREATE/N-SET on MPPS and N-ACTION on Storage Commitment for a channel."""
 
-    def __init__(self, channel: str, context: AdapterContext) -> None:
+    def __init__(self, channel: str, context: AdapterContext,
+                 commitment_peers: Mapping[str, DicomPeerConfig] | None = None) -> None:
         self._channel = channel
         self._context = context
+        self._peers = dict(commitment_peers or {})
+        self._reports: set[asyncio.Task[bool]] = set()
+
+    async def close(self) -> None:
+        """Give up on reports still waiting to go out (the requester will ask again)."""
+        for task in list(self._reports):
+            task.cancel()
+        await asyncio.gather(*self._reports, return_exceptions=True)
 
     async def handle(self, command: Command, context: AcceptedContext, data: bytes,
                      sender: Sender, association: Association) -> NormalizedReply:
@@ -146,11 +159,19 @@ class Normalized:
         uids = [sop_instance for _, sop_instance in request.references]
         stored = await asyncio.to_thread(stored_instances, self._context.database, uids)
         result = commitment_result(request, stored)
+        log.info("channel %s: storage commitment for %s: %d of %d stored", self._channel,
+                 sender.calling_ae, len(stored), len(uids))
+        peer = self._peers.get(sender.calling_ae)
+        if peer is not None:  # on a new association, once this one has answered
+            task = asyncio.ensure_future(deliver(
+                peer, result, commitment_event_type(result), channel=self._channel,
+                context=self._context))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
+            return NormalizedReply(response)
         event = commands.event_report(STORAGE_COMMITMENT, STORAGE_COMMITMENT_SOP_INSTANCE,
                                       command.message_id + 1 & 0xFFFF,
                                       commitment_event_type(result))
-        log.info("channel %s: storage commitment for %s: %d of %d stored", self._channel,
-                 sender.calling_ae, len(stored), len(uids))
         return NormalizedReply(response, (event, _encode(result, context)))
 
     async def _store(self, inbound: Inbound) -> None:

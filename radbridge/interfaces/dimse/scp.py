@@ -55,7 +55,8 @@ class DimseScp:
         self.context = context
         self.policy = Policy(config.ae_title, frozenset(config.allowed_calling_aes),
                              tuple(config.transfer_syntaxes), config.max_pdu)
-        self.normalized = Normalized(channel, context)
+        self.normalized = Normalized(channel, context,
+                                     {peer.ae_title: peer for peer in config.commitment_peers})
         self.port = config.port
         self._server: asyncio.Server | None = None
         self._associations: set[asyncio.Task[None]] = set()
@@ -89,6 +90,7 @@ class DimseScp:
         for task in list(self._associations):
             task.cancel()
         await asyncio.gather(*self._associations, return_exceptions=True)
+        await self.normalized.close()
         with contextlib.suppress(Exception):
             await self._server.wait_closed()
         self._server = None
