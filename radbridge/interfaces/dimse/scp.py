@@ -60,6 +60,7 @@ class DimseScp:
         self.port = config.port
         self._server: asyncio.Server | None = None
         self._associations: set[asyncio.Task[None]] = set()
+        self._spares: set[asyncio.Future[BlobWriter]] = set()
 
     @property
     def associations(self) -> int:
@@ -90,10 +91,22 @@ class DimseScp:
         for task in list(self._associations):
             task.cancel()
         await asyncio.gather(*self._associations, return_exceptions=True)
+        await asyncio.gather(*self._spares, return_exceptions=True)
         await self.normalized.close()
         with contextlib.suppress(Exception):
             await self._server.wait_closed()
         self._server = None
+
+    def discard_when_made(self, spare: asyncio.Future[BlobWriter]) -> None:
+        """Remove a blob file opened ahead for an association that ended, once the worker
+        thread has made it (stop waits for these, so none is left behind)."""
+        self._spares.add(spare)
+        spare.add_done_callback(self._discard)
+
+    def _discard(self, spare: asyncio.Future[BlobWriter]) -> None:
+        self._spares.discard(spare)
+        if not spare.cancelled() and spare.exception() is None:
+            spare.result().abort()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -198,7 +211,9 @@ class AssociationTask:
                 self._watchdog.cancel()
             if self._pending is not None and self._pending.upload is not None:
                 self._pending.upload.abort()
-            await self._drop_spare()
+            if self._spare is not None:
+                self.scp.discard_when_made(self._spare)
+                self._spare = None
 
     def _arm(self, delay: float) -> None:
         self._watchdog = self._loop.call_later(delay, self._check_idle)
@@ -340,13 +355,6 @@ class AssociationTask:
             return await spare
         except StoreUnavailable as exc:
             return exc
-
-    async def _drop_spare(self) -> None:
-        if self._spare is None:
-            return
-        spare, self._spare = self._spare, None
-        with contextlib.suppress(Exception):
-            (await spare).abort()
 
     async def _data_fragment(self, pdv: pdu.Pdv) -> None:
         pending = self._pending
