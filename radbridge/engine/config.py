@@ -318,10 +318,27 @@ class DicomRetrieveDestination(DestinationBase):
         return self
 
 
+CorrelationRule = Literal["study_uid", "accession", "patient_window"]
+
+
+def _all_rules() -> list[CorrelationRule]:
+    return ["study_uid", "accession", "patient_window"]
+
+
+class CorrelationDestination(DestinationBase):
+    """Links the study of each study-ready message to its order(s) in the registry, by the
+    rules in order; what they cannot place goes to the reconciliation queue."""
+
+    type: Literal["correlation"]
+    rules: list[CorrelationRule] = Field(default_factory=_all_rules, min_length=1)
+    window: Duration = 2 * 86_400.0
+    """How far an order's scheduled time may be from the study date (patient_window)."""
+
+
 DestinationConfig = Annotated[
     NullDestination | FileDestination | HttpDestination | ChannelDestination
     | MllpDestination | RegistryDestination | DimseDestination | StowRsDestination
-    | DicomRetrieveDestination,
+    | DicomRetrieveDestination | CorrelationDestination,
     Field(discriminator="type"),
 ]
 

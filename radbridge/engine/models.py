@@ -496,3 +496,51 @@ DICOM_SERIES = cast(Table, DicomSeries.__table__)
 DICOM_INSTANCES = cast(Table, DicomInstance.__table__)
 DICOM_MPPS = cast(Table, DicomMpps.__table__)
 DICOM_COMMITMENTS = cast(Table, DicomCommitment.__table__)
+
+
+# --- correlation: which order(s) each study belongs to, and what a person must decide ----
+
+
+class StudyOrderLink(Base):
+    """A study linked to an order, by which rule (or by whom), and how sure."""
+
+    __tablename__ = "study_order_links"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
+    rule: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    decided_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("study_uid", "order_id"),
+        Index(None, "order_id"),
+    )
+
+
+class ReconciliationItem(Base):
+    """A study the rules could not place (unmatched) or would not (conflict), waiting for
+    a new order or a person; `rules` and `window_seconds` say how it was tried."""
+
+    __tablename__ = "reconciliation_items"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    rules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    window_seconds: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index(None, "state", "id"),
+        Index(None, "study_uid"),
+    )

@@ -1,5 +1,6 @@
 """Imports every adapter so that it registers its type with the engine."""
 
+from radbridge.engine.correlation import destination as correlation_destination
 from radbridge.engine.registry import destination as registry_destination
 from radbridge.interfaces import directory_source, file_destination, http_destination
 from radbridge.interfaces.dicomweb import destination as stow_rs_destination
@@ -9,6 +10,7 @@ from radbridge.interfaces.dimse import store_destination as dimse_store_destinat
 from radbridge.interfaces.mllp import listener as mllp_listener
 from radbridge.interfaces.mllp import sender as mllp_sender
 
-__all__ = ["dicom_retrieve_destination", "dimse_scp", "dimse_store_destination",
-           "directory_source", "file_destination", "http_destination", "mllp_listener",
-           "mllp_sender", "registry_destination", "stow_rs_destination"]
+__all__ = ["correlation_destination", "dicom_retrieve_destination", "dimse_scp",
+           "dimse_store_destination", "directory_source", "file_destination",
+           "http_destination", "mllp_listener", "mllp_sender", "registry_destination",
+           "stow_rs_destination"]

@@ -30,6 +30,8 @@ class ApplyResult:
     """False when the message had been applied before."""
     summary: str
     """What changed, by action; ids only, no PHI."""
+    orders: tuple[int, ...] = ()
+    """Ids of the orders the message created or changed."""
 
 
 def apply_event(session: Session, event: PatientEvent | OrderEvent, ref: MessageRef,
@@ -43,12 +45,13 @@ def apply_event(session: Session, event: PatientEvent | OrderEvent, ref: Message
                                 applied_at=utcnow()))
     session.flush()
     changes = Changes(ref, message_type)
+    orders: tuple[int, ...] = ()
     if isinstance(event, PatientEvent):
         _apply_patient_event(session, event, changes)
     else:
-        _apply_order_event(session, event, changes)
+        orders = _apply_order_event(session, event, changes)
     audit.append(session, changes.records, chain)
-    return ApplyResult(True, changes.summary())
+    return ApplyResult(True, changes.summary(), orders)
 
 
 def _apply_patient_event(session: Session, event: PatientEvent, changes: Changes) -> None:
@@ -58,9 +61,11 @@ def _apply_patient_event(session: Session, event: PatientEvent, changes: Changes
     apply_visit(session, event, patient, changes)
 
 
-def _apply_order_event(session: Session, event: OrderEvent, changes: Changes) -> None:
+def _apply_order_event(session: Session, event: OrderEvent, changes: Changes
+                       ) -> tuple[int, ...]:
     # Orders carry copies of demographics that ADT owns: they create a patient, never
     # overwrite one.
     patient = resolve_patient(session, event.patient, changes, update_demographics=False)
-    for details in event.orders:
-        apply_order(session, details, patient, changes)
+    touched = [apply_order(session, details, patient, changes) for details in event.orders]
+    session.flush()
+    return tuple(order.id for order in touched)

@@ -13,10 +13,12 @@ import logging
 
 from radbridge.engine.adapters import AdapterContext, Destination, SendResult, destination_type
 from radbridge.engine.config import RegistryDestination
+from radbridge.engine.correlation.service import retry_for_orders
 from radbridge.engine.outbox import OutboundDelivery
 from radbridge.engine.registry.apply import apply_event
 from radbridge.engine.registry.changes import MessageRef
 from radbridge.errors import PermanentDeliveryError
+from radbridge.mappings.correlation import Outcome
 from radbridge.mappings.hl7.errors import Hl7ContentError
 from radbridge.mappings.hl7.inbound import Unhandled, parse_message
 from radbridge.mappings.hl7.reading import decode
@@ -55,12 +57,17 @@ class RegistrySink:
         try:
             with self._context.database.write() as session:
                 result = apply_event(session, event, ref, chain)
+                # Studies queued for want of this order are tried again, in this commit.
+                retried = retry_for_orders(session, result.orders,
+                                           actor=f"channel:{delivery.channel}", chain=chain)
         except Hl7ContentError as exc:  # content the registry cannot apply, e.g. a bad merge
             raise PermanentDeliveryError(f"HL7 content rejected by the registry: {exc}") \
                 from exc
         log.debug("delivery %s applied to the registry (applied=%s)", delivery.delivery_id,
                   result.applied)
-        return SendResult(detail=result.summary)
+        linked = sum(1 for _, decision in retried if decision.outcome is Outcome.LINKED)
+        detail = result.summary + (f"; {linked} queued study(ies) linked" if linked else "")
+        return SendResult(detail=detail)
 
 
 @destination_type("registry")
