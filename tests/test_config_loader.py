@@ -182,7 +182,7 @@ destinations:
     assert [(i.line, i.path, i.message) for i in issues] == [
         (5, "destinations[0].type",
          "unknown type 'fiel'; expected one of: null, file, http, channel, mllp, registry, dimse, "
-         "stow-rs, dicom-retrieve"
+         "stow-rs, dicom-retrieve, correlation"
          " (did you mean 'file'?)"),
     ]
 
@@ -209,7 +209,7 @@ destinations:
 """)
     assert (issue.line, issue.path) == (4, "destinations[0].type")
     assert issue.message == ("required; expected one of: null, file, http, channel, mllp,"
-                             " registry, dimse, stow-rs, dicom-retrieve")
+                             " registry, dimse, stow-rs, dicom-retrieve, correlation")
 
 
 def test_bare_null_type_means_the_null_destination() -> None:

@@ -162,3 +162,46 @@ def test_a_cancelled_order_is_not_linked(h):
             order.status = "cancelled"
     _index(h, ORDERED_STUDY)
     assert _correlate(h, ORDERED_STUDY).outcome is Outcome.UNMATCHED
+
+
+def test_the_queue_through_the_api_and_the_cli(h, capsys):
+    from prometheus_client import CollectorRegistry
+    from starlette.testclient import TestClient
+
+    from radbridge.interfaces.api import ApiContext, create_app
+    from radbridge.interfaces.cli import main
+
+    _index(h, "1.2.3.7", accession="ACC-X", patient_id="NOBODY")
+    _index(h, "1.2.3.8", accession="ACC-Y", patient_id="NOBODY", sop="2")
+    _correlate(h, "1.2.3.7")
+    _correlate(h, "1.2.3.8")
+    first, _ = _order(h)
+    context = ApiContext(h.database, h.blobs, h.channels, "node-a", 1024,
+                         registry=CollectorRegistry())
+    with TestClient(create_app(context)) as client:
+        items = client.get("/api/reconciliation").json()["items"]
+        assert [i["study_uid"] for i in items] == ["1.2.3.8", "1.2.3.7"]
+        target = items[1]["id"]
+        no_note = client.post(f"/api/reconciliation/{target}/link", json={"order_ids": [first]})
+        linked = client.post(f"/api/reconciliation/{target}/link",
+                             json={"order_ids": [first], "note": "same exam, RIS typo"})
+        again = client.post(f"/api/reconciliation/{target}/reject", json={"note": "no"})
+        missing = client.post("/api/reconciliation/9999/reject", json={"note": "no"})
+        study = client.get("/api/studies/1.2.3.7").json()
+    assert no_note.status_code == 400 and linked.status_code == 200
+    assert linked.json()["state"] == "linked" and again.status_code == 409
+    assert missing.status_code == 404
+    assert [(o["order_id"], o["rule"]) for o in study["orders"]] == [(first, "manual")]
+
+    url = h.database.url
+    assert main(["reconcile", "list", "--database-url", url, "--json"]) == 0
+    [open_item] = json.loads(capsys.readouterr().out)["items"]
+    assert open_item["study_uid"] == "1.2.3.8"
+    assert main(["reconcile", "reject", str(open_item["id"]), "--note", "test scan",
+                 "--database-url", url]) == 0
+    assert "rejected by cli:" in capsys.readouterr().out
+    assert main(["reconcile", "reject", str(open_item["id"]), "--note", "twice",
+                 "--database-url", url]) == 1
+    assert main(["reconcile", "list", "--state", "all", "--database-url", url, "--json"]) == 0
+    states = {i["study_uid"]: i["state"] for i in json.loads(capsys.readouterr().out)["items"]}
+    assert states == {"1.2.3.7": "linked", "1.2.3.8": "rejected"}

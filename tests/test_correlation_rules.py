@@ -100,3 +100,10 @@ def test_the_decision_does_not_depend_on_the_order_candidates_come_in(ids, linke
     backward = correlate(target, list(reversed(candidates)))
     assert forward.outcome is backward.outcome is Outcome.LINKED
     assert forward.order_ids == backward.order_ids == (ids[linked],)
+
+
+def test_patient_window_leaves_orders_that_have_a_study_already():
+    taken = order(1, linked=True)
+    assert correlate(study(accessions=()), [taken]).outcome is Outcome.UNMATCHED
+    by_accession = correlate(study(), [order(1, accession="ACC1", linked=True)])
+    assert by_accession.outcome is Outcome.LINKED  # one order, several studies

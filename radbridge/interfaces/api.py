@@ -30,6 +30,8 @@ from starlette.routing import Route
 from radbridge.engine import audit, queries, replay, study_queries
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.config import ChannelConfig, HttpSource
+from radbridge.engine.correlation import queries as correlation_queries
+from radbridge.engine.correlation import service
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import MessageStatus
 from radbridge.engine.metrics import StoreCollector, register_store_collector
@@ -298,12 +300,13 @@ async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
 
 
 async def list_studies(request: Request) -> Response:
-    params = request.query_params
+    params = _params(request, ("state", "accession", "patient_id", "modality", "channel",
+                               "limit", "offset"))
     where = study_queries.StudyFilter(
         state=params.get("state"), accession=params.get("accession"),
         patient_id=params.get("patient_id"), modality=params.get("modality"),
-        channel=params.get("channel"), limit=_int_param(params.get("limit"), 50),
-        offset=_int_param(params.get("offset"), 0))
+        channel=params.get("channel"), limit=_int(params, "limit", default=50, maximum=1000)
+        or 50, offset=(_int(params, "offset") or 0))
     database = _context(request).database
     rows = await run_in_threadpool(_read, database, study_queries.list_studies, where)
     return JSONResponse({"studies": rows})
@@ -311,27 +314,87 @@ async def list_studies(request: Request) -> Response:
 
 async def get_study(request: Request) -> Response:
     uid = request.path_params["study_uid"]
-    with_instances = request.query_params.get("instances") in ("1", "true", "yes")
+    with_instances = _params(request, ("instances",)).get("instances") in ("1", "true")
     database = _context(request).database
     detail = await run_in_threadpool(_read, database, study_queries.study_detail, uid,
                                      with_instances=with_instances)
     if detail is None:
         raise ApiError(404, f"no study {uid}")
+    detail["orders"] = await run_in_threadpool(_read, database, correlation_queries.study_links,
+                                               uid)
     return JSONResponse(detail)
+
+
+# --- the reconciliation queue ----------------------------------------------------------
+
+
+async def list_reconciliation(request: Request) -> Response:
+    params = _params(request, ("state", "limit", "before_id"))
+    state = params.get("state", "open")
+    if state not in ("open", "linked", "rejected", "superseded", "all"):
+        raise ApiError(400, "query parameter 'state': expected open, linked, rejected, "
+                            "superseded or all")
+    items = await run_in_threadpool(
+        _read, _context(request).database, correlation_queries.list_items,
+        state=None if state == "all" else state,
+        limit=_int(params, "limit", default=50, maximum=1000) or 50,
+        before_id=_int(params, "before_id"))
+    return JSONResponse({"items": items})
+
+
+async def link_reconciliation(request: Request) -> Response:
+    body = await _json_body(request)
+    order_ids = body.get("order_ids")
+    if not isinstance(order_ids, list) or not order_ids \
+            or not all(isinstance(i, int) for i in order_ids):
+        raise ApiError(400, "field 'order_ids': expected a non-empty list of order ids")
+    return await _decide(request, lambda session, item_id, actor, note: service.link_by_hand(
+        session, item_id, order_ids, actor=actor, note=note, chain=_chain(request)), body)
+
+
+async def reject_reconciliation(request: Request) -> Response:
+    body = await _json_body(request)
+    return await _decide(request, lambda session, item_id, actor, note: service.reject_by_hand(
+        session, item_id, actor=actor, note=note, chain=_chain(request)), body)
+
+
+async def _decide(request: Request, decide: Callable[..., Any], body: dict[str, Any]
+                  ) -> Response:
+    note = body.get("note")
+    if not isinstance(note, str) or not note.strip():
+        raise ApiError(400, "field 'note': expected why (a non-empty string)")
+    item_id = int(request.path_params["item_id"])
+    context, actor = _context(request), _actor(request)
+
+    def work() -> dict[str, Any]:
+        with context.database.write() as session:
+            item = decide(session, item_id, actor, note.strip())
+            return correlation_queries.item_view(item)
+
+    try:
+        view = await run_in_threadpool(work)
+    except service.CorrelationError as exc:
+        raise ApiError(409, str(exc)) from exc
+    return JSONResponse(view)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "expected a JSON object body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "expected a JSON object body")
+    return body
+
+
+def _chain(request: Request) -> str:
+    return f"{_context(request).node_id}/api"
 
 
 def _read(database: Database, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     with database.read() as session:
         return query(session, *args, **kwargs)
-
-
-def _int_param(value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError(400, f"expected an integer, got {value[:20]!r}") from None
 
 
 # --- messages ------------------------------------------------------------------------
@@ -509,6 +572,9 @@ ROUTES = [
     Route("/api/audit", query_audit),
     Route("/api/studies", list_studies),
     Route("/api/studies/{study_uid}", get_study),
+    Route("/api/reconciliation", list_reconciliation),
+    Route("/api/reconciliation/{item_id:int}/link", link_reconciliation, methods=["POST"]),
+    Route("/api/reconciliation/{item_id:int}/reject", reject_reconciliation, methods=["POST"]),
     *stow.ROUTES,
 ]
 

@@ -10,7 +10,7 @@ and says why and how sure it is:
   Confidence 0.95.
 - `patient_window`: same patient identifier and issuer, a modality the study has, and a
   scheduled time within the window of the study date (the procedure code must match
-  too when both sides give one). Confidence 0.7.
+  too when both sides give one), among orders that have no study yet. Confidence 0.7.
 
 Nothing is resolved silently: candidates of two different patients, or two orders found
 by a rule that expects one (`patient_window`), make a conflict; a study whose DICOM
@@ -83,6 +83,9 @@ class OrderFacts:
     procedure_code: str | None = None
     scheduled_at: datetime | None = None
     status: str = "scheduled"
+    linked: bool = False
+    """The order has a study already: the patient-and-date rule leaves it alone (the
+    identifier rules still find it, for an order with several studies)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def _find(rule: Rule, study: StudyFacts, orders: Sequence[OrderFacts],
             for accession, issuer in study.accessions)]
     if study.patient is None or study.study_date is None:
         return []
-    return [o for o in orders if o.patient.same_as(study.patient)
+    return [o for o in orders if not o.linked and o.patient.same_as(study.patient)
             and o.modality is not None and o.modality in study.modalities
             and _within(o.scheduled_at, study.study_date, window)
             and _same_procedure(o.procedure_code, study.procedure_codes)]

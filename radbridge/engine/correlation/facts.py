@@ -7,12 +7,13 @@ merges) within the scheduled-date window.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from radbridge.engine.models import DicomStudy, Order, Patient
+from radbridge.engine.models import DicomStudy, Order, Patient, StudyOrderLink
 from radbridge.engine.registry.patients import follow_merges
 from radbridge.mappings.correlation import OrderFacts, PatientKey, StudyFacts
 
@@ -49,7 +50,12 @@ def candidates(session: Session, facts: StudyFacts, window: timedelta) -> list[O
         clauses.append(Order.patient_id.in_(patient_ids) & Order.scheduled_at.between(start, end))
     orders = session.execute(select(Order).where(or_(*clauses)).order_by(Order.id)
                              .limit(MAX_CANDIDATES)).scalars().all()
-    return [order_facts(session, order) for order in orders]
+    linked = set(session.execute(
+        select(StudyOrderLink.order_id).where(
+            StudyOrderLink.order_id.in_([o.id for o in orders]),
+            StudyOrderLink.study_uid != facts.study_uid)).scalars()) if orders else set()
+    return [replace(order_facts(session, order), linked=order.id in linked)
+            for order in orders]
 
 
 def order_facts(session: Session, order: Order) -> OrderFacts:
