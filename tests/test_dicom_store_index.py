@@ -262,3 +262,24 @@ def test_an_announcement_is_never_repeated_for_one_version(database, tmp_path):
             session.execute(update(DicomStudy).values(state=COLLECTING, ready_version=0))
         assert _assembler(h, clock).run_once() == [(STUDY, 1, "quiet-period")]
         assert len(_ready_messages(h)) == 1
+
+
+def test_the_orders_expected_series_make_the_study_ready_without_waiting(database, tmp_path):
+    """CTHEADWO makes 2 series here: ready as soon as the second arrives, no quiet time."""
+    from radbridge.engine.models import Order, Patient
+
+    clock = Clock()
+    with harness(database, tmp_path, _channels(expected_series={"CTHEADWO": 2})) as h:
+        with h.database.write() as session:
+            patient = Patient(identifier="RB-1", issuer="")
+            session.add(patient)
+            session.flush()
+            session.add(Order(patient_id=patient.id, accession="ACC-9",
+                              procedure_code="CTHEADWO", status="scheduled"))
+        assembler = _assembler(h, clock)
+        _store(h, _record(f"{CT_SERIES}.1"), b"one")
+        clock.now = _study(h).last_received_at
+        assert assembler.run_once() == []  # one series of two
+        _store(h, _record(f"{SR_SERIES}.1", SR_SERIES, "CT"), b"two")
+        clock.now = _study(h).last_received_at
+        assert assembler.run_once() == [(STUDY, 1, "order")]

@@ -1,12 +1,12 @@
 """Study assembly: decide when a study received instance by instance is complete.
 
 A study is ready, in order of preference, when
-1. an MPPS COMPLETED for it references instances (or series) that have all arrived;
-2. a Storage Commitment request covers its instances and they are all stored;
-3. it has been quiet (no new instance) for its modality's quiet period; while an MPPS
+1. its order(s) name a procedure whose series count the channel knows
+   (`expected_series`), and that many series have arrived;
+2. an MPPS COMPLETED for it references instances (or series) that have all arrived;
+3. a Storage Commitment request covers its instances and they are all stored;
+4. it has been quiet (no new instance) for its modality's quiet period; while an MPPS
    for it is still open, the quiet period waits for `mpps_timeout` instead.
-(The order's expected series, when the order tells them, joins this list with the
-order-study correlation work.)
 
 Ready is announced as a message on the channel's `ready_channel` ("everything is a
 message"), deduplicated by study and version, so two nodes, or a crash between the
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from radbridge.engine import audit
 from radbridge.engine.config import ChannelConfig, StudyAssembly
@@ -36,6 +36,7 @@ from radbridge.engine.models import (
     DICOM_MPPS,
     DICOM_SERIES,
     DICOM_STUDIES,
+    ORDERS,
     utcnow,
 )
 from radbridge.engine.receiver import Inbound, Receipt
@@ -58,6 +59,9 @@ class StudyState:
     ready_version: int
     series_uids: frozenset[str] = frozenset()
     sop_instance_uids: frozenset[str] = frozenset()
+    series_count: int = 0
+    expected_series: int | None = None
+    """What the study's order(s) say the exam makes, when the channel knows the codes."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,10 @@ def quiet_period(config: StudyAssembly, modalities: Sequence[str]) -> float:
 
 def readiness(study: StudyState, steps: Sequence[MppsState], committed: bool,
               config: StudyAssembly, now: datetime) -> str | None:
-    """Why the study is ready now ('mpps', 'storage-commitment', 'quiet-period'), or None."""
+    """Why the study is ready now ('order', 'mpps', 'storage-commitment', 'quiet-period'),
+    or None."""
+    if study.expected_series is not None and study.series_count >= study.expected_series:
+        return "order"
     quiet = (now - study.last_received_at).total_seconds()
     waiting_for_mpps = False
     if config.mpps:
@@ -155,13 +162,40 @@ class StudyAssembler:
         rows = connection.execute(
             select(DICOM_STUDIES.c.id, DICOM_STUDIES.c.study_uid, DICOM_STUDIES.c.channel,
                    DICOM_STUDIES.c.modalities, DICOM_STUDIES.c.last_received_at,
-                   DICOM_STUDIES.c.ready_version)
+                   DICOM_STUDIES.c.ready_version, DICOM_STUDIES.c.series_count,
+                   DICOM_STUDIES.c.accession)
             .where(DICOM_STUDIES.c.state == COLLECTING,
                    DICOM_STUDIES.c.channel.in_(sorted(self._configs)))
             .order_by(DICOM_STUDIES.c.id)).all()
+        expected = self._expected(connection, rows)
         return [StudyState(r.id, r.study_uid, r.channel,
                            tuple(m for m in r.modalities.split("\\") if m),
-                           r.last_received_at, r.ready_version) for r in rows]
+                           r.last_received_at, r.ready_version, series_count=r.series_count,
+                           expected_series=expected.get(r.study_uid)) for r in rows]
+
+    def _expected(self, connection: Connection, rows: Sequence[Any]) -> dict[str, int]:
+        """Study UID -> series its orders expect (orders found by the Study UID they
+        assigned or the accession), for channels with `expected_series`."""
+        wanted = [r for r in rows if self._configs[r.channel].expected_series]
+        if not wanted:
+            return {}
+        uids = [r.study_uid for r in wanted]
+        accessions = [r.accession for r in wanted if r.accession]
+        orders = connection.execute(
+            select(ORDERS.c.id, ORDERS.c.study_uid, ORDERS.c.accession,
+                   ORDERS.c.procedure_code)
+            .where(or_(ORDERS.c.study_uid.in_(uids), ORDERS.c.accession.in_(accessions)),
+                   ORDERS.c.status.not_in(("cancelled", "discontinued")))).all()
+        expected: dict[str, int] = {}
+        for row in wanted:
+            codes = {o.id: o.procedure_code for o in orders
+                     if o.study_uid == row.study_uid
+                     or (row.accession and o.accession == row.accession)}
+            table = self._configs[row.channel].expected_series
+            counts = [table[code] for code in codes.values() if code in table]
+            if counts:
+                expected[row.study_uid] = sum(counts)
+        return expected
 
     def _with_contents(self, connection: Connection, study: StudyState) -> StudyState:
         """The study with its stored series and instances (to check an MPPS against)."""

@@ -478,9 +478,10 @@ SourceConfig = Annotated[
 class StudyAssembly(StrictModel):
     """When a study received on a DICOM channel is complete, and where that is announced.
 
-    Ready, in order of preference: an MPPS COMPLETED whose referenced instances have all
-    arrived, a Storage Commitment request for instances all stored, or a quiet period
-    (per modality, `default` for the rest) with no new instance.
+    Ready, in order of preference: as many series as the order's procedure expects
+    (`expected_series`), an MPPS COMPLETED whose referenced instances have all arrived, a
+    Storage Commitment request for instances all stored, or a quiet period (per
+    modality, `default` for the rest) with no new instance.
     """
 
     ready_channel: Name
@@ -491,6 +492,17 @@ class StudyAssembly(StrictModel):
     mpps_timeout: Duration = 3600.0
     """How long after the last instance an MPPS still in progress is waited for, before the
     quiet period decides after all (modalities that never complete their steps exist)."""
+    expected_series: dict[str, int] = Field(default_factory=dict)
+    """Procedure code (the order's, OBR-4.1) -> how many series that exam makes: a study
+    whose order(s) say so is ready as soon as that many series have arrived."""
+
+    @field_validator("expected_series")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        for code, count in value.items():
+            if count < 1:
+                raise ValueError(f"expected_series[{code!r}]: expected at least 1, got {count}")
+        return value
 
     @field_validator("quiet_period")
     @classmethod

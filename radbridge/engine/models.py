@@ -544,3 +544,5 @@ class ReconciliationItem(Base):
         Index(None, "state", "id"),
         Index(None, "study_uid"),
     )
+
+ORDERS = cast(Table, Order.__table__)
