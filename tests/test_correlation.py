@@ -205,3 +205,48 @@ def test_the_queue_through_the_api_and_the_cli(h, capsys):
     assert main(["reconcile", "list", "--state", "all", "--database-url", url, "--json"]) == 0
     states = {i["study_uid"]: i["state"] for i in json.loads(capsys.readouterr().out)["items"]}
     assert states == {"1.2.3.7": "linked", "1.2.3.8": "rejected"}
+
+
+MERGE_INTO_C = {"NW-ADT-0003": "NW-ADT-0903", "HC998877^^^ONTARIO-HC^HC~MRN100234": "MRN777",
+                "MRG|MRN100999": "MRG|MRN100234"}
+"""adt_a40_merge.hl7 rewritten: B (MRN100234) merged into C (MRN777)."""
+
+
+@pytest.mark.parametrize("merges", [
+    [("adt_a40_merge", {}), ("adt_a40_merge", MERGE_INTO_C)],   # A into B, then B into C
+    [("adt_a40_merge", MERGE_INTO_C), ("adt_a40_merge", {})],   # B into C, then A into B
+], ids=["chain", "reverse"])
+def test_a_study_under_a_merged_away_identifier_links_to_the_survivors_order(h, merges):
+    first, _ = _order(h)  # placed for A (MRN100999)
+    for sample, replace in merges:
+        _order(h, sample, **replace)
+    _index(h, "1.2.3.9")  # the modality still sends A's identifier; accession ACC26120001
+    decision = _correlate(h, "1.2.3.9")
+    assert (decision.outcome, decision.order_ids) == (Outcome.LINKED, (first,))
+
+
+def test_twice_the_same_study_or_order_changes_nothing(h):
+    first, _ = _order(h)
+    _order(h)  # the same ORM again: the registry applies it once
+    _index(h, ORDERED_STUDY)
+    _correlate(h, ORDERED_STUDY)
+    _correlate(h, ORDERED_STUDY)  # e.g. announced again as version 2
+    assert _links(h) == [(ORDERED_STUDY, first, "study_uid", 1.0)]
+    assert _actions(h) == ["correlation.linked"]
+
+
+def test_an_order_without_accession_is_still_found_by_patient_and_date(h):
+    orders = _order(h, **{"ACC26120001": "", "ZDS|1.2.826.0.1.3680043.10.1234.26120001"
+                          "^NW_RIS^Application^DICOM": "ZDS|"})
+    _index(h, "1.2.3.10", accession=None)
+    decision = _correlate(h, "1.2.3.10")
+    assert decision.outcome is Outcome.LINKED and decision.matches[0].rule.value == \
+        "patient_window" and decision.order_ids == (orders[0],)
+
+
+def test_a_study_with_an_empty_patient_id_is_placed_by_accession_or_queued(h):
+    first, _ = _order(h)
+    _index(h, "1.2.3.11", patient_id=None)
+    assert _correlate(h, "1.2.3.11").order_ids == (first,)
+    _index(h, "1.2.3.12", patient_id=None, accession=None, sop="2")
+    assert _correlate(h, "1.2.3.12").outcome is Outcome.UNMATCHED

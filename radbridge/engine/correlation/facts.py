@@ -30,7 +30,8 @@ def study_facts(session: Session, study_uid: str) -> StudyFacts | None:
         return None
     patient = None
     if row.patient_id:
-        patient = PatientKey(row.patient_id, row.issuer_of_patient_id or "")
+        patient = _survivor_key(session, PatientKey(row.patient_id,
+                                                    row.issuer_of_patient_id or ""))
     accessions = ((row.accession, row.accession_issuer or ""),) if row.accession else ()
     return StudyFacts(study_uid=study_uid, accessions=accessions, patient=patient,
                       modalities=tuple(m for m in row.modalities.split("\\") if m),
@@ -66,6 +67,21 @@ def order_facts(session: Session, order: Order) -> OrderFacts:
                       accession_issuer=order.accession_issuer, study_uid=order.study_uid,
                       modality=order.modality, procedure_code=order.procedure_code,
                       scheduled_at=order.scheduled_at, status=order.status)
+
+
+def _survivor_key(session: Session, key: PatientKey) -> PatientKey:
+    """The key of the patient this identifier now belongs to (after merges: a study made
+    under an identifier merged away is the survivor's), or the key itself when the
+    registry does not know it or it is ambiguous across issuers."""
+    statement = select(Patient).where(Patient.identifier == key.identifier)
+    if key.issuer:
+        statement = statement.where(Patient.issuer == key.issuer)
+    survivors = {follow_merges(session, row).id: follow_merges(session, row)
+                 for row in session.execute(statement).scalars()}
+    if len(survivors) != 1:
+        return key
+    survivor = next(iter(survivors.values()))
+    return PatientKey(survivor.identifier, survivor.issuer)
 
 
 def _patient_rows(session: Session, key: PatientKey | None) -> list[int]:
