@@ -250,3 +250,12 @@ def test_a_study_with_an_empty_patient_id_is_placed_by_accession_or_queued(h):
     assert _correlate(h, "1.2.3.11").order_ids == (first,)
     _index(h, "1.2.3.12", patient_id=None, accession=None, sop="2")
     assert _correlate(h, "1.2.3.12").outcome is Outcome.UNMATCHED
+
+
+def test_a_combined_exam_links_both_orders_from_its_instances_accessions(h):
+    first, second = _order(h)  # ACC26120001 (CT) and ACC26120002 (XR) for one patient
+    _index(h, "1.2.3.13", accession="ACC26120001", sop="1")
+    _index(h, "1.2.3.13", accession="ACC26120002", sop="2")
+    decision = _correlate(h, "1.2.3.13")
+    assert (decision.outcome, sorted(decision.order_ids)) == (Outcome.LINKED,
+                                                              sorted((first, second)))

@@ -91,7 +91,8 @@ def test_instances_are_indexed_by_study_series_and_instance(database, tmp_path):
     assert [(i.version, i.current, i.instance_number) for i in instances] == [
         (1, True, 1), (1, True, 2), (1, True, 1)]
     assert instances[2].message_id == receipt.message_id
-    assert instances[0].attributes == {"KVP": "120"} and instances[0].size == len(b"ct one")
+    assert instances[0].attributes == {"KVP": "120", "AccessionNumber": "ACC-9"}
+    assert instances[0].size == len(b"ct one")
     assert stored_instances(h.database, [f"{CT_SERIES}.2", "1.2.3.404"]) == {f"{CT_SERIES}.2"}
 
 

@@ -152,7 +152,7 @@ def _record_instances(connection: Connection, entries: Sequence[IndexEntry], now
             "series_id": series_ids[item.series_uid], "study_uid": item.study_uid,
             "sop_instance_uid": item.sop_instance_uid, "version": version, "current": True,
             "message_id": entry.message_id, "blob_sha256": entry.blob.sha256,
-            "size": entry.blob.size, "attributes": dict(item.extra), "received_at": now,
+            "size": entry.blob.size, "attributes": _attributes(item), "received_at": now,
             **{f: _clip(f, getattr(item, f)) for f in _INSTANCE_FIELDS},
         })
     insert_rows(connection, DICOM_INSTANCES, rows)
@@ -172,6 +172,17 @@ class _StudyRows:
     """Studies declared ready before this batch: the batch reopens them."""
     modalities: dict[str, str]
     """The modality list of the studies that existed before this batch."""
+
+
+def _attributes(item: InstanceRecord) -> dict[str, str]:
+    """The instance's further attributes; its accession too, as a combined exam's
+    instances may carry different ones while the study row keeps the first."""
+    attributes = dict(item.extra)
+    if item.accession:
+        attributes["AccessionNumber"] = item.accession
+        if item.accession_issuer:
+            attributes["AccessionIssuer"] = item.accession_issuer
+    return attributes
 
 
 def _upsert_studies(connection: Connection, entries: Sequence[IndexEntry], now: datetime

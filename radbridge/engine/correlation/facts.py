@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from radbridge.engine.models import DicomStudy, Order, Patient, StudyOrderLink
+from radbridge.engine.models import DicomInstance, DicomStudy, Order, Patient, StudyOrderLink
 from radbridge.engine.registry.patients import follow_merges
 from radbridge.mappings.correlation import OrderFacts, PatientKey, StudyFacts
 
@@ -32,7 +32,9 @@ def study_facts(session: Session, study_uid: str) -> StudyFacts | None:
     if row.patient_id:
         patient = _survivor_key(session, PatientKey(row.patient_id,
                                                     row.issuer_of_patient_id or ""))
-    accessions = ((row.accession, row.accession_issuer or ""),) if row.accession else ()
+    accessions = _accessions(session, study_uid)
+    if row.accession and (row.accession, row.accession_issuer or "") not in accessions:
+        accessions = ((row.accession, row.accession_issuer or ""), *accessions)
     return StudyFacts(study_uid=study_uid, accessions=accessions, patient=patient,
                       modalities=tuple(m for m in row.modalities.split("\\") if m),
                       study_date=_dicom_date(row.study_date))
@@ -67,6 +69,19 @@ def order_facts(session: Session, order: Order) -> OrderFacts:
                       accession_issuer=order.accession_issuer, study_uid=order.study_uid,
                       modality=order.modality, procedure_code=order.procedure_code,
                       scheduled_at=order.scheduled_at, status=order.status)
+
+
+def _accessions(session: Session, study_uid: str) -> tuple[tuple[str, str], ...]:
+    """Every (accession, issuer) the study's current instances carry, in arrival order."""
+    found: dict[tuple[str, str], None] = {}
+    for attributes in session.execute(
+            select(DicomInstance.attributes).where(DicomInstance.study_uid == study_uid,
+                                                   DicomInstance.current.is_(True))
+            .order_by(DicomInstance.id)).scalars():
+        accession = (attributes or {}).get("AccessionNumber")
+        if accession:
+            found[(accession, (attributes or {}).get("AccessionIssuer", ""))] = None
+    return tuple(found)
 
 
 def _survivor_key(session: Session, key: PatientKey) -> PatientKey:
