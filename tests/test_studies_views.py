@@ -33,6 +33,8 @@ def test_api_lists_and_shows_studies(indexed):
         detail = client.get(f"/api/studies/{STUDY}", params={"instances": "true"}).json()
         missing = client.get("/api/studies/1.2.3.404")
         bad = client.get("/api/studies", params={"limit": "many"})
+        first_page = client.get("/api/studies", params={"offset": "0"})
+        assert first_page.status_code == 200 and len(first_page.json()["studies"]) == 1
     assert [(s["study_uid"], s["instance_count"], s["state"]) for s in listed] == [
         (STUDY, 3, "collecting")]
     assert none == []

@@ -306,7 +306,7 @@ async def list_studies(request: Request) -> Response:
         state=params.get("state"), accession=params.get("accession"),
         patient_id=params.get("patient_id"), modality=params.get("modality"),
         channel=params.get("channel"), limit=_int(params, "limit", default=50, maximum=1000)
-        or 50, offset=(_int(params, "offset") or 0))
+        or 50, offset=_offset(params))
     database = _context(request).database
     rows = await run_in_threadpool(_read, database, study_queries.list_studies, where)
     return JSONResponse({"studies": rows})
@@ -323,6 +323,13 @@ async def get_study(request: Request) -> Response:
     detail["orders"] = await run_in_threadpool(_read, database, correlation_queries.study_links,
                                                uid)
     return JSONResponse(detail)
+
+
+def _offset(params: QueryParams) -> int:
+    raw = params.get("offset") or "0"
+    if not raw.isdigit():
+        raise ApiError(400, f"query parameter 'offset': expected 0 or more, got {raw[:20]!r}")
+    return int(raw)
 
 
 # --- the reconciliation queue ----------------------------------------------------------
