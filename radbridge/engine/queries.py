@@ -27,7 +27,8 @@ DEFAULT_CONTENT_LIMIT = 1 << 20
 """Bytes of one stage's content that `message_detail` returns before truncating."""
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A time as every read view gives it: ISO 8601, or None."""
     return None if value is None else value.isoformat()
 
 
@@ -86,7 +87,7 @@ def _message_row(message: Message, deliveries: Mapping[str, Any]) -> dict[str, A
         "channel": message.channel,
         "status": message.status,
         "generation": message.generation,
-        "received_at": _iso(message.received_at),
+        "received_at": iso(message.received_at),
         "source": message.source,
         "content_type": message.content_type,
         "patient_id": message.patient_id,
@@ -125,7 +126,7 @@ def message_detail(
     del detail["deliveries"]
     detail.update(
         dedup_key=message.dedup_key,
-        updated_at=_iso(message.updated_at),
+        updated_at=iso(message.updated_at),
         attempts=message.attempts,
         metadata=message.meta,
         stages=[_stage_row(stage, include_content, blobs, content_limit) for stage in stages],
@@ -145,7 +146,7 @@ def _stage_row(
         "stage": stage.stage,
         "generation": stage.generation,
         "destination": stage.destination,
-        "at": _iso(stage.at),
+        "at": iso(stage.at),
         "content_type": stage.content_type,
         "size": size,
         "sha256": stage.content_sha256,
@@ -202,11 +203,11 @@ def _delivery_row(delivery: Delivery) -> dict[str, Any]:
         "generation": delivery.generation,
         "status": delivery.status,
         "attempts": delivery.attempts,
-        "created_at": _iso(delivery.created_at),
-        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "created_at": iso(delivery.created_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
         "last_error": delivery.last_error,
         "idempotency_key": delivery.idempotency_key,
-        "sent_at": _iso(delivery.sent_at),
+        "sent_at": iso(delivery.sent_at),
     }
 
 

@@ -8,7 +8,7 @@ merges) within the scheduled-date window.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from radbridge.engine.models import DicomInstance, DicomStudy, Order, Patient, StudyOrderLink
 from radbridge.engine.registry.patients import follow_merges
 from radbridge.mappings.correlation import OrderFacts, PatientKey, StudyFacts
+from radbridge.mappings.dicom.values import dicom_date
 
 MAX_CANDIDATES = 200
 """Orders read for one study at most: more under one patient and window is a conflict
@@ -37,7 +38,7 @@ def study_facts(session: Session, study_uid: str) -> StudyFacts | None:
         accessions = ((row.accession, row.accession_issuer or ""), *accessions)
     return StudyFacts(study_uid=study_uid, accessions=accessions, patient=patient,
                       modalities=tuple(m for m in row.modalities.split("\\") if m),
-                      study_date=_dicom_date(row.study_date))
+                      study_date=dicom_date(row.study_date))
 
 
 def candidates(session: Session, facts: StudyFacts, window: timedelta) -> list[OrderFacts]:
@@ -112,12 +113,3 @@ def _patient_rows(session: Session, key: PatientKey | None) -> list[int]:
     merged = session.execute(select(Patient.id).where(
         Patient.merged_into_id.in_(survivors))).scalars().all() if survivors else []
     return sorted({row.id for row in rows} | survivors | set(merged))
-
-
-def _dicom_date(value: str | None) -> date | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value[:8], "%Y%m%d").date()
-    except ValueError:
-        return None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radbridge.engine.models import ReconciliationItem, StudyOrderLink
+from radbridge.engine.queries import iso
 
 
 def list_items(session: Session, *, state: str | None = "open", limit: int = 50,
@@ -26,7 +26,7 @@ def list_items(session: Session, *, state: str | None = "open", limit: int = 50,
 def item_view(item: ReconciliationItem) -> dict[str, Any]:
     return {"id": item.id, "study_uid": item.study_uid, "kind": item.kind,
             "reason": item.reason, "candidates": item.candidates, "state": item.state,
-            "created_at": _iso(item.created_at), "updated_at": _iso(item.updated_at),
+            "created_at": iso(item.created_at), "updated_at": iso(item.updated_at),
             "resolved_by": item.resolved_by, "note": item.note}
 
 
@@ -35,8 +35,4 @@ def study_links(session: Session, study_uid: str) -> list[dict[str, Any]]:
                             .order_by(StudyOrderLink.id)).scalars().all()
     return [{"order_id": link.order_id, "rule": link.rule, "confidence": link.confidence,
              "reason": link.reason, "decided_by": link.decided_by,
-             "created_at": _iso(link.created_at)} for link in links]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+             "created_at": iso(link.created_at)} for link in links]

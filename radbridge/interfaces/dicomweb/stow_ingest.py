@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from radbridge.engine.blobstore import BlobRef, BlobStore, BlobWriter
 from radbridge.engine.receiver import Inbound, Receipt
 from radbridge.errors import RadbridgeError, StoreUnavailable
+from radbridge.interfaces.dicom_inbound import instance_inbound
 from radbridge.interfaces.dicomweb.multipart import (
     MultipartError,
     MultipartParser,
@@ -279,28 +280,12 @@ def _record(header: Part10Header) -> InstanceRecord:
         raise _Rejected(str(exc), FailureReason.CANNOT_UNDERSTAND) from exc
 
 
-def _metadata(record: InstanceRecord) -> dict[str, str]:
-    return {"sop_instance_uid": record.sop_instance_uid,
-            "sop_class_uid": record.sop_class_uid,
-            "series_uid": record.series_uid,
-            "transfer_syntax": record.transfer_syntax_uid}
-
-
 def _accepted(request: StowRequest, ref: BlobRef, record: InstanceRecord) -> Inbound:
-    return Inbound(
-        channel=request.channel, content_type=CONTENT_TYPE, source=request.source, blob=ref,
-        dedup_key=f"{record.sop_instance_uid}/{ref.sha256}", patient_id=record.patient_id,
-        accession=record.accession, study_uid=record.study_uid, metadata=_metadata(record),
-        dicom=record,
-    )
+    return instance_inbound(channel=request.channel, source=request.source, blob=ref,
+                            record=record)
 
 
 def _rejected(request: StowRequest, ref: BlobRef, record: InstanceRecord | None,
               reason: str) -> Inbound:
-    return Inbound(
-        channel=request.channel, content_type=CONTENT_TYPE, source=request.source, blob=ref,
-        patient_id=record.patient_id if record else None,
-        accession=record.accession if record else None,
-        study_uid=record.study_uid if record else None,
-        metadata=_metadata(record) if record else {}, rejected=reason,
-    )
+    return instance_inbound(channel=request.channel, source=request.source, blob=ref,
+                            record=record, rejected=reason)

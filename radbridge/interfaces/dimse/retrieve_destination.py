@@ -25,6 +25,7 @@ from radbridge.engine.config import DicomRetrieveDestination
 from radbridge.engine.outbox import OutboundDelivery
 from radbridge.engine.receiver import Inbound, Receipt
 from radbridge.errors import PermanentDeliveryError, RadbridgeError, TransientDeliveryError
+from radbridge.interfaces.dicom_inbound import instance_inbound
 from radbridge.interfaces.dicomweb.client import (
     DicomWebClient,
     DicomWebError,
@@ -35,7 +36,7 @@ from radbridge.interfaces.dimse.retrieve import RetrievedInstance, RetrieveOutco
 from radbridge.interfaces.dimse.scu import AssociationFailed, DicomClient, DimseStatusError
 from radbridge.mappings.dicom.errors import DicomContentError
 from radbridge.mappings.dicom.index import read_instance
-from radbridge.mappings.dicom.records import CONTENT_TYPE, InstanceRecord
+from radbridge.mappings.dicom.records import InstanceRecord
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,8 @@ class InstanceIngest:
             writer.write(data)
             ref = writer.commit()
         record, problem = _index(data)
-        key = f"{record.sop_instance_uid}/{ref.sha256}" if record else f"retrieved/{ref.sha256}"
-        inbound = Inbound(
-            channel=self._channel, content_type=CONTENT_TYPE, source=self._source, blob=ref,
-            dedup_key=key, patient_id=record.patient_id if record else None,
-            accession=record.accession if record else None,
-            study_uid=record.study_uid if record else None, metadata=self._metadata,
-            rejected=problem, dicom=record)
+        inbound = instance_inbound(channel=self._channel, source=self._source, blob=ref,
+                                   record=record, rejected=problem, metadata=self._metadata)
         future = asyncio.run_coroutine_threadsafe(self._receive(inbound), self._loop)
         future.result(self._timeout)
         if problem is not None:

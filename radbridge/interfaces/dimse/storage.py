@@ -31,6 +31,7 @@ from radbridge.engine.adapters import AdapterContext
 from radbridge.engine.blobstore import BlobRef, BlobWriter
 from radbridge.engine.receiver import Inbound
 from radbridge.errors import StoreUnavailable
+from radbridge.interfaces.dicom_inbound import instance_inbound
 from radbridge.interfaces.dimse.association import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -41,7 +42,7 @@ from radbridge.interfaces.dimse.layout import PIXEL_TAGS, Layout, LayoutError, w
 from radbridge.mappings.dicom.checks import instance_problems, looks_like_wrong_syntax
 from radbridge.mappings.dicom.errors import DicomContentError
 from radbridge.mappings.dicom.index import read_instance
-from radbridge.mappings.dicom.records import CONTENT_TYPE, InstanceRecord
+from radbridge.mappings.dicom.records import InstanceRecord
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ EARLY = 64 * 1024
 (a CT header is a few kB; the pixel data is the rest)."""
 PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, LookupError, EOFError,
                 NotImplementedError, OverflowError, struct.error, zlib.error)
-"""What pydicom raises on a header it cannot read."""
+"""What pydicom raises on a header it cannot read (NotImplementedError included: pydicom
+raises it for encodings it does not support, which for us means 'cannot understand')."""
 
 
 @dataclass(frozen=True)
@@ -274,26 +276,15 @@ class InstanceUpload:
         return Outcome(Status.SUCCESS, None, record)
 
     def _inbound(self, ref: BlobRef, outcome: Outcome) -> Inbound:
-        record = outcome.record
-        sop_instance = record.sop_instance_uid if record else self.command.sop_instance
-        metadata = {
-            "sop_instance_uid": sop_instance,
-            "sop_class_uid": record.sop_class_uid if record else self.command.sop_class,
-            "transfer_syntax": self._context.transfer_syntax,
-            "calling_ae": self._sender.calling_ae,
-        }
-        if record is not None:
-            metadata["series_uid"] = record.series_uid
         ok = outcome.status == Status.SUCCESS
-        return Inbound(
-            channel=self._sender.channel, content_type=CONTENT_TYPE,
-            source=self._sender.source, blob=ref,
-            dedup_key=f"{sop_instance}/{ref.sha256}",
-            patient_id=record.patient_id if record else None,
-            accession=record.accession if record else None,
-            study_uid=record.study_uid if record else None,
-            metadata=metadata, rejected=None if ok else outcome.reason or "rejected",
-            dicom=record if ok else None)
+        metadata = {"calling_ae": self._sender.calling_ae}
+        if outcome.record is None:
+            metadata.update(sop_class_uid=self.command.sop_class,
+                            transfer_syntax=self._context.transfer_syntax)
+        return instance_inbound(
+            channel=self._sender.channel, source=self._sender.source, blob=ref,
+            record=outcome.record, rejected=None if ok else outcome.reason or "rejected",
+            sop_instance_uid=self.command.sop_instance, metadata=metadata)
 
 
 def read_header(fp: BinaryIO, start: int, syntax: str) -> tuple[Dataset, Layout]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -122,6 +123,16 @@ def checked_uid(value: str | None, attribute: str) -> str:
 
 
 @lru_cache(maxsize=4096)
+def dicom_date(value: str | None) -> date | None:
+    """A DA value (YYYYMMDD) as a date; None when empty or not a valid date."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value.strip()[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
 def _tag(keyword: Key) -> BaseTag:
     return Tag(keyword)
 
