@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -117,6 +118,9 @@ class FindingOutput(CardModel):
     emergent: bool = False
     """A positive finding bumps the worklist priority (sent to the RIS first)."""
     body_site: Code | None = None
+    heatmap: str | None = None
+    """An output holding a map over the input's spatial grid (batch, *spatial), whose
+    peak locates the finding and whose extent above half the peak is measured."""
 
 
 class ModelCard(CardModel):
@@ -142,7 +146,14 @@ class ModelCard(CardModel):
             raise ValueError("preprocessing.size: a volume needs [depth, height, width]")
         if kind != "volume" and len(size) != 2:
             raise ValueError(f"preprocessing.size: a {kind} needs [height, width]")
+        if len(self.inputs) != 1:
+            raise ValueError("inputs: a model takes exactly one input tensor (the series)")
         return self
+
+    def output_names(self) -> set[str]:
+        """Every model output the card reads: probabilities and heat maps."""
+        return ({f.output for f in self.findings}
+                | {f.heatmap for f in self.findings if f.heatmap})
 
     @property
     def key(self) -> str:
@@ -152,6 +163,19 @@ class ModelCard(CardModel):
         """SHA-256 of the card's content: recorded with every output it produced."""
         document = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(document.encode()).hexdigest()
+
+
+def shipped_folder() -> Path:
+    """The demonstration models that come with Radbridge (cards, ONNX files, reports)."""
+    return Path(str(resources.files("radbridge.inference") / "models"))
+
+
+def find_card(cards: Sequence[tuple[Path, ModelCard]], wanted: str
+              ) -> tuple[Path, ModelCard] | None:
+    """NAME or NAME:VERSION among `cards`; the highest version for a bare NAME."""
+    name, _, version = wanted.partition(":")
+    matches = [(p, c) for p, c in cards if c.name == name and (not version or c.version == version)]
+    return max(matches, key=lambda item: item[1].version) if matches else None
 
 
 def load_cards(paths: Sequence[Path]) -> list[tuple[Path, ModelCard]]:
