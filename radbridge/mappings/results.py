@@ -189,8 +189,38 @@ class ModelIdentity:
 
 
 @dataclass(frozen=True)
+class FindingLocation:
+    """Where a finding is: the image (and frame) and pixel (row, column, from 0 at the
+    top left pixel's centre), and the point in patient coordinates (mm, LPS) where the
+    images carry geometry."""
+
+    sop_instance_uid: str
+    frame: int = 1
+    row: float = 0.0
+    column: float = 0.0
+    patient_mm: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        _text(self.sop_instance_uid, "location.sop_instance_uid")
+        if not _UID.fullmatch(self.sop_instance_uid):
+            raise ResultFormatError("location.sop_instance_uid", "not a DICOM UID")
+        if not isinstance(self.frame, int) or self.frame < 1:
+            raise ResultFormatError("location.frame", "expected a frame number from 1")
+        for name in ("row", "column"):
+            _finite(getattr(self, name), f"location.{name}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.patient_mm is not None:
+            if len(self.patient_mm) != 3:
+                raise ResultFormatError("location.patient_mm", "expected [x, y, z]")
+            for value in self.patient_mm:
+                _finite(value, "location.patient_mm")
+            object.__setattr__(self, "patient_mm", tuple(float(v) for v in self.patient_mm))
+
+
+@dataclass(frozen=True)
 class Finding:
-    """One coded finding, present or absent; `score` is the model's output (e.g. 0..1)."""
+    """One coded finding, present or absent; `score` is the model's output (e.g. 0..1);
+    `location` where the model placed a positive finding."""
 
     code: str
     system: str
@@ -199,6 +229,7 @@ class Finding:
     emergent: bool = False
     score: float | None = None
     body_site: Coding | None = None
+    location: FindingLocation | None = None
 
     def __post_init__(self) -> None:
         _text(self.code, "code")
@@ -212,6 +243,8 @@ class Finding:
             object.__setattr__(self, "score", float(self.score))
         if self.body_site is not None and not isinstance(self.body_site, Coding):
             raise ResultFormatError("body_site", "expected a Coding")
+        if self.location is not None and not isinstance(self.location, FindingLocation):
+            raise ResultFormatError("location", "expected a FindingLocation")
 
     @property
     def coding(self) -> Coding:
@@ -249,6 +282,54 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class InstanceRef:
+    """One image of the study as the DICOM index has it."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    number: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("sop_class_uid", "sop_instance_uid"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _UID.fullmatch(value):
+                raise ResultFormatError(name, "not a DICOM UID")
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    series_uid: str
+    modality: str
+    number: int | None = None
+    description: str | None = None
+    body_part: str | None = None
+    instances: tuple[InstanceRef, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.series_uid, str) or not _UID.fullmatch(self.series_uid):
+            raise ResultFormatError("series_uid", "not a DICOM UID")
+        _text(self.modality, "modality")
+        object.__setattr__(self, "instances", tuple(self.instances))
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """The study's series and instances (for FHIR ImagingStudy and SR evidence) and
+    where a viewer can fetch it (`endpoint`: the PACS's DICOMweb base URL, if known)."""
+
+    started: datetime | None = None
+    description: str | None = None
+    series: tuple[SeriesRecord, ...] = field(default_factory=tuple)
+    endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "series", tuple(self.series))
+        if self.started is not None and (not isinstance(self.started, datetime)
+                                         or self.started.utcoffset() is None):
+            raise ResultFormatError("study.started", "expected a datetime with a time zone")
+
+
+@dataclass(frozen=True)
 class AiResult:
     """Everything one inference run concluded about one study.
 
@@ -265,10 +346,19 @@ class AiResult:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     measurements: tuple[Measurement, ...] = field(default_factory=tuple)
     report_text: str = ""
+    series_uids: tuple[str, ...] = field(default_factory=tuple)
+    """The series the model read (its input), for SR evidence and FHIR derivedFrom."""
+    study: StudyRecord | None = None
 
     def __post_init__(self) -> None:
         _text(self.result_id, "result_id")
         _text(self.study_uid, "study_uid")
+        object.__setattr__(self, "series_uids", tuple(self.series_uids))
+        for uid in self.series_uids:
+            if not isinstance(uid, str) or not _UID.fullmatch(uid):
+                raise ResultFormatError("series_uids", "not a DICOM UID")
+        if self.study is not None and not isinstance(self.study, StudyRecord):
+            raise ResultFormatError("study", "expected a StudyRecord")
         if len(self.study_uid) > 64 or not _UID.fullmatch(self.study_uid):
             raise ResultFormatError("study_uid", "not a DICOM UID (digits and dots, 64 at most)")
         _text(self.report_text, "report_text", required=False)
@@ -332,14 +422,30 @@ def result_to_json(result: AiResult) -> dict[str, Any]:
             for m in result.measurements
         ],
         "report_text": result.report_text,
+        "series_uids": list(result.series_uids) or None,
+        "study": None if result.study is None else _study_json(result.study),
     })
+
+
+def _study_json(study: StudyRecord) -> dict[str, Any]:
+    return _compact({
+        "started": None if study.started is None else study.started.isoformat(),
+        "description": study.description, "endpoint": study.endpoint,
+        "series": [_compact({
+            "series_uid": s.series_uid, "modality": s.modality, "number": s.number,
+            "description": s.description, "body_part": s.body_part,
+            "instances": [_compact({"sop_class_uid": i.sop_class_uid,
+                                    "sop_instance_uid": i.sop_instance_uid,
+                                    "number": i.number}) for i in s.instances]})
+            for s in study.series]})
 
 
 def result_from_json(obj: Mapping[str, Any]) -> AiResult:
     """Parse what `result_to_json` wrote; ResultFormatError names the first bad member."""
     top = _members(obj, "$", required={"result_id", "created_at", "study_uid", "patient",
                                         "order", "model"},
-                   optional={"findings", "measurements", "report_text"})
+                   optional={"findings", "measurements", "report_text", "series_uids",
+                             "study"})
     return _build("$", AiResult,
         result_id=top["result_id"],
         created_at=_parse("$.created_at", top["created_at"], _datetime),
@@ -354,7 +460,30 @@ def result_from_json(obj: Mapping[str, Any]) -> AiResult:
             for i, item in enumerate(_list(top.get("measurements", []), "$.measurements"))
         ),
         report_text=top.get("report_text", ""),
+        series_uids=tuple(_list(top.get("series_uids", []), "$.series_uids")),
+        study=None if top.get("study") is None else _study(top["study"], "$.study"),
     )
+
+
+def _study(value: object, path: str) -> StudyRecord:
+    obj = _members(value, path, required=set(),
+                   optional={"started", "description", "series", "endpoint"})
+    started = obj.get("started")
+    series = []
+    for index, item in enumerate(_list(obj.get("series", []), f"{path}.series")):
+        where = f"{path}.series[{index}]"
+        member = _members(item, where, required={"series_uid", "modality"},
+                          optional={"number", "description", "body_part", "instances"})
+        instances = tuple(
+            _build(f"{where}.instances[{n}]", InstanceRef, **_members(
+                raw, f"{where}.instances[{n}]", required={"sop_class_uid", "sop_instance_uid"},
+                optional={"number"}))
+            for n, raw in enumerate(_list(member.pop("instances", []), f"{where}.instances")))
+        series.append(_build(where, SeriesRecord, **member, instances=instances))
+    return _build(path, StudyRecord, description=obj.get("description"),
+                  endpoint=obj.get("endpoint"), series=tuple(series),
+                  started=None if started is None
+                  else _parse(f"{path}.started", started, _datetime))
 
 
 def _patient(value: object, path: str) -> PatientRef:
@@ -401,10 +530,20 @@ def _model(value: object, path: str) -> ModelIdentity:
 
 def _finding(value: object, path: str) -> Finding:
     obj = _members(value, path, required={"code", "system", "display", "positive"},
-                   optional={"emergent", "score", "body_site"})
+                   optional={"emergent", "score", "body_site", "location"})
     site = obj.pop("body_site", None)
+    where = obj.pop("location", None)
     return _build(path, Finding, **obj,
-                  body_site=None if site is None else _coding(site, f"{path}.body_site"))
+                  body_site=None if site is None else _coding(site, f"{path}.body_site"),
+                  location=None if where is None else _location(where, f"{path}.location"))
+
+
+def _location(value: object, path: str) -> FindingLocation:
+    obj = _members(value, path, required={"sop_instance_uid"},
+                   optional={"frame", "row", "column", "patient_mm"})
+    point = obj.pop("patient_mm", None)
+    return _build(path, FindingLocation, **obj,
+                  patient_mm=None if point is None else tuple(_list(point, f"{path}.patient_mm")))
 
 
 def _measurement(value: object, path: str) -> Measurement:
@@ -484,6 +623,12 @@ def _finding_json(finding: Finding) -> dict[str, Any]:
         "code": finding.code, "system": finding.system, "display": finding.display,
         "positive": finding.positive, "emergent": finding.emergent, "score": finding.score,
         "body_site": _coding_json(finding.body_site),
+        "location": None if finding.location is None else _compact({
+            "sop_instance_uid": finding.location.sop_instance_uid,
+            "frame": finding.location.frame, "row": finding.location.row,
+            "column": finding.location.column,
+            "patient_mm": None if finding.location.patient_mm is None
+            else list(finding.location.patient_mm)}),
     })
 
 
