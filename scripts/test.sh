@@ -61,6 +61,17 @@ ensure_dicom_peers() {
   return "$status"
 }
 ensure_dicom_peers
+
+# A real tritonserver for the inference tests: nvidia-pytriton in its own virtual
+# environment (Debian's python3.11, numpy<2) under ~/.cache/radbridge/peers
+# (RADBRIDGE_PEERS_CACHE); the tests start it. Fast when already installed. A failure
+# stops the run under CI=true; elsewhere the Triton tests then skip.
+ensure_triton_peer() {
+  if "$venv/bin/python" -m tests.peers.triton install; then return 0; fi
+  if [ -n "${CI:-}" ]; then return 1; fi
+  echo "warning: the Triton peer is not installed; its tests will be skipped" >&2
+}
+ensure_triton_peer
 # Trust auth for local tests (the machine kind's default); harmless when already set.
 psql -h 127.0.0.1 -U postgres -d postgres -qAtc "select 1" >/dev/null
 

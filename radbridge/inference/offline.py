@@ -1,5 +1,6 @@
 """Run one model on a folder of DICOM files, outside any channel: what `radbridge infer`
-does so that an analyst can try a model on a study before deploying it."""
+does so that an analyst can try a model on a study before deploying it, on ONNX Runtime
+in-process or on a Triton server (the same findings within backends' tolerance)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from radbridge.errors import RadbridgeError
-from radbridge.inference.backends import OnnxRuntimeBackend
+from radbridge.inference.backends import TritonTarget, open_backend
 from radbridge.inference.cards import ModelCard
 from radbridge.inference.findings import findings
-from radbridge.inference.preprocess import to_tensor
+from radbridge.inference.preprocess import prepare
 from radbridge.inference.routing import SeriesFacts, route
 
 
@@ -56,8 +57,10 @@ def read_folder(folder: Path) -> FolderStudy:
     return FolderStudy(series, facts)
 
 
-def infer_folder(card: ModelCard, card_folder: Path, folder: Path) -> dict[str, Any]:
-    """Route, preprocess, run on ONNX Runtime and read the findings; a JSON-ready dict."""
+def infer_folder(card: ModelCard, card_folder: Path, folder: Path, *,
+                 target: TritonTarget | None = None) -> dict[str, Any]:
+    """Route, preprocess, run and read the findings; a JSON-ready dict. `target` None:
+    the card's own backend; a TritonTarget: the card's model on that Triton server."""
     study = read_folder(folder)
     routing = route(study.facts, [card])
     if not routing.assignments:
@@ -66,23 +69,33 @@ def infer_folder(card: ModelCard, card_folder: Path, folder: Path) -> dict[str, 
     series_uid = routing.assignments[0].series_uid
     datasets = [pydicom.dcmread(p) for p in study.series[series_uid]]
     began = time.perf_counter()
-    tensor = to_tensor(card.preprocessing, datasets)
+    prepared_input = prepare(card.preprocessing, datasets)
     prepared = time.perf_counter()
-    backend = OnnxRuntimeBackend(card, card_folder)
-    input_name = next(iter(card.inputs))
-    outputs = backend.run({input_name: tensor[np.newaxis]})
+    backend = open_backend(card, card_folder, target=target)
+    loaded = time.perf_counter()
+    try:
+        input_name = next(iter(card.inputs))
+        outputs = backend.run({input_name: prepared_input.tensor[np.newaxis]})
+        found = findings(card, outputs, grid=prepared_input.grid)
+    finally:
+        backend.close()
     done = time.perf_counter()
     return {
         "model": card.name, "version": card.version, "card_sha256": card.digest(),
         "demonstration": card.demonstration, "intended_use": card.intended_use,
         "series_uid": series_uid, "instances": len(datasets),
         "preprocess_ms": round((prepared - began) * 1000, 1),
-        "inference_ms": round((done - prepared) * 1000, 1),
-        "findings": [{"code": f.code.code, "system": f.code.system,
-                      "display": f.code.display, "probability": round(f.probability, 6),
-                      "positive": f.positive, "emergent": f.emergent}
-                     for f in findings(card, outputs)],
+        "backend": _label(card, target),
+        "inference_ms": round((done - loaded) * 1000, 1),
+        "findings": [f.as_record() for f in found],
     }
+
+
+def _label(card: ModelCard, target: TritonTarget | None) -> str:
+    if target is not None:
+        return f"triton-{target.protocol}"
+    backend = card.backend
+    return "onnxruntime" if backend.kind == "onnx" else f"triton-{backend.protocol}"
 
 
 def _number(value: object) -> float | None:

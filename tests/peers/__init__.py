@@ -1,8 +1,10 @@
-"""Real DICOM peers for tests and benchmarks.
+"""Real peers for tests and benchmarks (DICOM, Triton).
 
 - `netns`: loopback-only network namespaces (`NetworkNamespace`), entered per thread.
 - `bridge`: `TcpBridge`, TCP forwarding between the host's loopback and a namespace's.
 - `orthanc`: `OrthancPeer`, Orthanc + DICOMweb in its own namespace, bridged to 127.0.0.1.
 - `dcmtk`: storescu/findscu/movescu/getscu/echoscu wrappers and the `Storescp` receiver.
-- `fixtures`: the pytest fixtures `orthanc`, `dcmtk` and `storescp` (loaded by conftest).
+- `triton`: a real tritonserver (nvidia-pytriton's binary, Python backend) on 127.0.0.1.
+- `fixtures`: the pytest fixtures `orthanc`, `dcmtk`, `storescp` and `triton_server`
+  (loaded by conftest).
 """

@@ -1,4 +1,5 @@
-"""Pytest fixtures for the DICOM peers: `orthanc` (session), `dcmtk`, `storescp`.
+"""Pytest fixtures for the DICOM peers: `orthanc` (session), `dcmtk`, `storescp`; and
+`triton_server` (session), a real tritonserver for the inference tests.
 
 A missing peer skips the test, except under CI=true where it fails it: tests of real
 services must not be skipped silently in CI.
@@ -17,13 +18,15 @@ from tests.peers import dcmtk as dcmtk_tools
 from tests.peers import netns
 from tests.peers.dcmtk import Storescp
 from tests.peers.orthanc import DICOMWEB_PLUGIN, OrthancPeer, orthanc_binary
+from tests.peers.triton import TritonPeerError, TritonServer
+from tests.peers.triton import install as install_triton
 
 
-def peer_unavailable(reason: str) -> None:
+def peer_unavailable(reason: str, peer: str = "DICOM peer") -> None:
     """Skip (fail under CI) because a peer cannot run here."""
     if os.environ.get("CI"):
-        pytest.fail(f"DICOM peer required in CI: {reason}")
-    pytest.skip(f"DICOM peer not available: {reason}")
+        pytest.fail(f"{peer} required in CI: {reason}")
+    pytest.skip(f"{peer} not available: {reason}")
 
 
 def _require_namespaces() -> None:
@@ -61,3 +64,23 @@ def storescp(dcmtk: ModuleType, tmp_path: Path) -> Iterator[Storescp]:
     writing into tmp_path/"storescp"."""
     with Storescp("STORESCP", tmp_path / "storescp") as scp:
         yield scp
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """tritonserver (Python backend) on 127.0.0.1, shared by the session, on an empty
+    repository: write a model folder under `triton_server.repository`, then
+    `triton_server.load(name)`. Installs the peer first if scripts/test.sh did not."""
+    try:
+        install_triton()
+    except (TritonPeerError, OSError) as exc:
+        peer_unavailable(f"cannot install it: {exc}", "Triton peer")
+    server = TritonServer(tmp_path_factory.mktemp("triton-repository"))
+    try:
+        server.start()
+    except (TritonPeerError, OSError) as exc:
+        peer_unavailable(str(exc), "Triton peer")
+    try:
+        yield server
+    finally:
+        server.stop()
