@@ -74,7 +74,7 @@ def test_several_channels_in_one_file_as_yaml_documents() -> None:
 def test_shipped_default_channels_validate() -> None:
     loaded = load_channel_files([DEFAULT_DIR], env={})
     assert sorted(channel.config.name for channel in loaded) == [
-        "dicom-in", "dicomweb-in", "drop-folder", "hl7-in", "inbox", "study-ready"]
+        "dicom-in", "dicomweb-in", "drop-folder", "hl7-in", "inbox", "inference-done", "study-ready"]
     by_name = {channel.config.name: channel.config for channel in loaded}
     assert by_name["inbox"].source.type == "http"
     assert by_name["drop-folder"].source.type == "directory"
@@ -182,7 +182,7 @@ destinations:
     assert [(i.line, i.path, i.message) for i in issues] == [
         (5, "destinations[0].type",
          "unknown type 'fiel'; expected one of: null, file, http, channel, mllp, registry, dimse, "
-         "stow-rs, dicom-retrieve, correlation"
+         "stow-rs, dicom-retrieve, correlation, inference"
          " (did you mean 'file'?)"),
     ]
 
@@ -209,7 +209,7 @@ destinations:
 """)
     assert (issue.line, issue.path) == (4, "destinations[0].type")
     assert issue.message == ("required; expected one of: null, file, http, channel, mllp,"
-                             " registry, dimse, stow-rs, dicom-retrieve, correlation")
+                             " registry, dimse, stow-rs, dicom-retrieve, correlation, inference")
 
 
 def test_bare_null_type_means_the_null_destination() -> None:

@@ -335,10 +335,74 @@ class CorrelationDestination(DestinationBase):
     """How far an order's scheduled time may be from the study date (patient_window)."""
 
 
+class FhirDestination(DestinationBase):
+    """Sends each delivery (a FHIR R4 transaction or batch Bundle, JSON) to a FHIR
+    server's base URL (the EHR) and reads the transaction-response: 2xx sent; 400/422
+    with an OperationOutcome a final failure (kept, with the outcome's diagnostics);
+    408/429/5xx, timeouts and refused connections retried."""
+
+    type: Literal["fhir"]
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    """The server's base URL, e.g. https://ehr.example.org/fhir/R4."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """E.g. Authorization: Bearer ${EHR_TOKEN} (values may come from the environment)."""
+    timeout: Duration = 30.0
+    ca: str | None = None
+    """A CA bundle to verify the server's certificate with (https)."""
+
+
+class ResultsDestination(DestinationBase):
+    """Put on the channel that inference announces finished studies to: assembles one AI
+    result per finished model run and linked order (radbridge.engine.results) and hands
+    it, as the result JSON, to `results_channel` (whose channels render the priority
+    update, the ORU and the FHIR Bundle), and the DICOM SR (and a SEG where the model
+    gave a heat map) to `pacs_channel`. A study not yet linked to an order waits: the
+    delivery is retried until correlation (or a person) links it."""
+
+    type: Literal["results"]
+    results_channel: Name
+    pacs_channel: Name | None = None
+    pacs_endpoint: str | None = None
+    """The PACS's DICOMweb base URL, given to the EHR in the FHIR ImagingStudy."""
+    segmentation: bool = True
+    """Also a DICOM SEG of the heat map for positive findings, beside the SR."""
+
+
+class TritonServer(StrictModel):
+    """Run every model of an inference destination on this Triton server, under the
+    card's name (`radbridge models export-triton` writes the repository it serves)."""
+
+    url: str = "127.0.0.1:8000"
+    protocol: Literal["http", "grpc"] = "http"
+    timeout: Duration = Field(default=30.0, gt=0)
+
+
+class InferenceDestination(DestinationBase):
+    """Runs the models that apply to each study-ready message's study and records the
+    findings (radbridge.engine.inference_runs). The embedded default runs the cards'
+    ONNX files in-process; `triton` sends the tensors to a Triton server instead."""
+
+    type: Literal["inference"]
+    cards: list[str] = Field(default_factory=list)
+    """Folders or files of model cards; empty: the demonstration models shipped with
+    Radbridge. Relative paths are relative to the data directory."""
+    models: list[str] = Field(default_factory=list)
+    """Which cards (NAME or NAME:VERSION) to run; empty: all of them."""
+    triton: TritonServer | None = None
+    parallel: int = Field(default=1, ge=1, le=64)
+    """Models running at once on this node; waiting studies go STAT first."""
+    memory_budget_mb: int = Field(default=2048, ge=16)
+    """A series whose decoded pixels need more is a final failure, not a crash."""
+    results_channel: Name | None = None
+    """The internal channel that receives one message per study version when every model
+    has finished (the results issue renders it to ORU, FHIR and SR)."""
+
+
 DestinationConfig = Annotated[
     NullDestination | FileDestination | HttpDestination | ChannelDestination
     | MllpDestination | RegistryDestination | DimseDestination | StowRsDestination
-    | DicomRetrieveDestination | CorrelationDestination,
+    | DicomRetrieveDestination | CorrelationDestination | InferenceDestination
+    | FhirDestination | ResultsDestination,
     Field(discriminator="type"),
 ]
 

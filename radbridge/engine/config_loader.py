@@ -40,6 +40,7 @@ from radbridge.engine.config import (
 from radbridge.engine.config_locations import Loc, Resolved, resolve_loc
 from radbridge.engine.filters import NotACallable, import_callable
 from radbridge.errors import ConfigError, ConfigIssue
+from radbridge.inference.cards import find_card, load_cards, shipped_folder
 from radbridge.mappings.registry import get_mapping, mapping_names
 
 __all__ = ["LoadedChannel", "channel_files", "load_channel_files", "load_channel_text",
@@ -424,6 +425,7 @@ def _finish(
     for document in documents:
         issues.extend(_channel_targets(document, sources, complete))
         issues.extend(_references(document))
+        issues.extend(_model_cards(document))
     if issues:
         order = {file: index for index, file in enumerate(files)}
         issues.sort(key=lambda issue: (order.get(issue.file, -1), issue.line or 0))
@@ -499,13 +501,17 @@ def _channel_targets(
 
 def _handover_targets(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
     """Every place a channel names another channel it feeds: 'channel' destinations,
-    a retrieval's `into_channel`, study assembly's `ready_channel`."""
+    a retrieval's `into_channel`, inference's and results' `results_channel`, results'
+    `pacs_channel`, study assembly's `ready_channel`."""
     for index, raw in _items(data, "destinations"):
         if not isinstance(raw, dict):
             continue
-        key = {"channel": "channel", "dicom-retrieve": "into_channel"}.get(str(raw.get("type")))
-        if key is not None and isinstance(raw.get(key), str):
-            yield ["destinations", index, key], raw[key]
+        keys = {"channel": ("channel",), "dicom-retrieve": ("into_channel",),
+                "inference": ("results_channel",),
+                "results": ("results_channel", "pacs_channel")}.get(str(raw.get("type")), ())
+        for key in keys:
+            if isinstance(raw.get(key), str):
+                yield ["destinations", index, key], raw[key]
     assembly = data.get("assembly")
     if isinstance(assembly, dict) and isinstance(assembly.get("ready_channel"), str):
         yield ["assembly", "ready_channel"], assembly["ready_channel"]
@@ -516,6 +522,35 @@ def _transformer_loc(document: _Document, index: int, key: str) -> Loc:
     loc: Loc = ["transformers", index]
     node, _, _ = _find(document.node, loc)
     return loc if isinstance(node, yaml.ScalarNode) else [*loc, key]
+
+
+def _model_cards(document: _Document) -> Iterator[ConfigIssue]:
+    """The model cards an inference destination names must load, and its `models` be
+    among them. Relative card folders depend on the data directory: the node checks those
+    when it starts."""
+    for index, raw in _items(_raw(document), "destinations"):
+        if not isinstance(raw, dict) or raw.get("type") != "inference":
+            continue
+        given = raw.get("cards") or []
+        if not isinstance(given, list):
+            continue
+        folders = [Path(p).expanduser() for p in given if isinstance(p, str)]
+        if any(not folder.is_absolute() for folder in folders):
+            continue
+        try:
+            cards = load_cards(folders or [shipped_folder()])
+        except ConfigError as exc:
+            for problem in exc.issues:
+                yield _issue(document, ["destinations", index, "cards"],
+                             f"model card {problem.file}: {problem.path or 'file'}: "
+                             f"{problem.message}")
+            continue
+        wanted = raw.get("models") or []
+        for position, name in enumerate(wanted if isinstance(wanted, list) else []):
+            if isinstance(name, str) and find_card(cards, name) is None:
+                known = ", ".join(card.key for _, card in cards) or "none"
+                yield _issue(document, ["destinations", index, "models", position],
+                             f"no model card {name!r}; expected one of: {known}")
 
 
 def _references(document: _Document) -> Iterator[ConfigIssue]:

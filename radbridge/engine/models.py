@@ -546,3 +546,53 @@ class ReconciliationItem(Base):
     )
 
 ORDERS = cast(Table, Order.__table__)
+
+
+class InferenceRun(Base):
+    """One model on one version of a ready study: what ran on which series, the outcome
+    and the findings, with the provenance every output must carry (model name, version,
+    card digest, device identifier, the demonstration flag) and its timing.
+
+    `status`: done, skipped (routing: no series fits; `reason` says why),
+    failed-retryable (the backend was unavailable; tried again), failed-final (the series
+    or the model cannot work; `reason` says why)."""
+
+    __tablename__ = "inference_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    study_version: Mapped[int] = mapped_column(Integer)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    card_sha256: Mapped[str] = mapped_column(String(64))
+    device_identifier: Mapped[str] = mapped_column(String(128))
+    demonstration: Mapped[bool] = mapped_column(Boolean)
+    intended_use: Mapped[str] = mapped_column(Text, default="")
+    use_case: Mapped[str] = mapped_column(String(64), default="")
+    backend: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    series_uid: Mapped[str | None] = mapped_column(String(64))
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    positive: Mapped[bool] = mapped_column(Boolean, default=False)
+    emergent: Mapped[bool] = mapped_column(Boolean, default=False)
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    heatmap_sha256: Mapped[str | None] = mapped_column(String(64))
+    grid: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """How the heat map's grid samples the source images (inference.preprocess.Grid as
+    JSON): what maps it back onto the images for a SEG or an overlay."""
+    preprocess_ms: Mapped[float | None] = mapped_column(Float)
+    inference_ms: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("study_uid", "study_version", "model_name", "model_version",
+                         name="uq_inference_runs_run"),
+        Index(None, "model_name", "model_version", "created_at"),
+        Index(None, "status", "id"),
+    )
+
+
+INFERENCE_RUNS = cast(Table, InferenceRun.__table__)

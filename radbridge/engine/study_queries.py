@@ -55,7 +55,7 @@ def list_studies(session: Session, where: StudyFilter) -> list[dict[str, Any]]:
         statement = statement.where(table.c.modalities.contains(where.modality))
     statement = (statement.order_by(table.c.last_received_at.desc(), table.c.id.desc())
                  .limit(max(1, min(where.limit, 1000))).offset(max(0, where.offset)))
-    return [_plain(row._mapping) for row in session.execute(statement)]
+    return [plain(row._mapping) for row in session.execute(statement)]
 
 
 def study_detail(session: Session, study_uid: str, *, with_instances: bool = False
@@ -66,16 +66,16 @@ def study_detail(session: Session, study_uid: str, *, with_instances: bool = Fal
         .where(DICOM_STUDIES.c.study_uid == study_uid)).first()
     if study is None:
         return None
-    view = _plain(study._mapping)
+    view = plain(study._mapping)
     study_id = view.pop("id")
-    series = [_plain(row._mapping) for row in session.execute(
+    series = [plain(row._mapping) for row in session.execute(
         select(DICOM_SERIES.c.id, *(DICOM_SERIES.c[name] for name in _SERIES_COLUMNS))
         .where(DICOM_SERIES.c.study_id == study_id).order_by(DICOM_SERIES.c.series_number,
                                                              DICOM_SERIES.c.id))]
     for item in series:
         series_id = item.pop("id")
         if with_instances:
-            item["instances"] = [_plain(row._mapping) for row in session.execute(
+            item["instances"] = [plain(row._mapping) for row in session.execute(
                 select(*(DICOM_INSTANCES.c[name] for name in _INSTANCE_COLUMNS))
                 .where(DICOM_INSTANCES.c.series_id == series_id)
                 .order_by(DICOM_INSTANCES.c.instance_number, DICOM_INSTANCES.c.id))]
@@ -83,13 +83,13 @@ def study_detail(session: Session, study_uid: str, *, with_instances: bool = Fal
     view["superseded_versions"] = session.execute(
         select(func.count()).where(DICOM_INSTANCES.c.study_uid == study_uid,
                                    DICOM_INSTANCES.c.current.is_(False))).scalar_one()
-    view["mpps"] = [_plain(row._mapping) for row in session.execute(
+    view["mpps"] = [plain(row._mapping) for row in session.execute(
         select(DICOM_MPPS.c.mpps_uid, DICOM_MPPS.c.status, DICOM_MPPS.c.modality,
                DICOM_MPPS.c.updated_at).where(DICOM_MPPS.c.study_uid == study_uid))]
     return view
 
 
-def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
+def plain(row: Mapping[Any, Any]) -> dict[str, Any]:
     """A row as JSON-ready values (times as ISO 8601 strings, as the other views give)."""
     return {str(key): value.isoformat() if isinstance(value, datetime) else value
             for key, value in row.items()}

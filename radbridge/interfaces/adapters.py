@@ -1,6 +1,7 @@
 """Imports every adapter so that it registers its type with the engine."""
 
 from radbridge.engine.correlation import destination as correlation_destination
+from radbridge.engine.inference_runs import destination as inference_destination
 from radbridge.engine.registry import destination as registry_destination
 from radbridge.interfaces import directory_source, file_destination, http_destination
 from radbridge.interfaces.dicomweb import destination as stow_rs_destination
@@ -12,5 +13,5 @@ from radbridge.interfaces.mllp import sender as mllp_sender
 
 __all__ = ["correlation_destination", "dicom_retrieve_destination", "dimse_scp",
            "dimse_store_destination", "directory_source", "file_destination",
-           "http_destination", "mllp_listener", "mllp_sender", "registry_destination",
-           "stow_rs_destination"]
+           "http_destination", "inference_destination", "mllp_listener", "mllp_sender",
+           "registry_destination", "stow_rs_destination"]

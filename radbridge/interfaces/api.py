@@ -33,6 +33,7 @@ from radbridge.engine.config import ChannelConfig, HttpSource
 from radbridge.engine.correlation import queries as correlation_queries
 from radbridge.engine.correlation import service
 from radbridge.engine.db import Database
+from radbridge.engine.inference_runs import queries as inference_queries
 from radbridge.engine.lifecycle import MessageStatus
 from radbridge.engine.metrics import StoreCollector, register_store_collector
 from radbridge.engine.models import Message
@@ -322,6 +323,8 @@ async def get_study(request: Request) -> Response:
         raise ApiError(404, f"no study {uid}")
     detail["orders"] = await run_in_threadpool(_read, database, correlation_queries.study_links,
                                                uid)
+    detail["inference"] = await run_in_threadpool(_read, database, inference_queries.study_runs,
+                                                  uid)
     return JSONResponse(detail)
 
 
@@ -330,6 +333,37 @@ def _offset(params: QueryParams) -> int:
     if not raw.isdigit():
         raise ApiError(400, f"query parameter 'offset': expected 0 or more, got {raw[:20]!r}")
     return int(raw)
+
+
+# --- inference runs --------------------------------------------------------------------
+
+RUN_STATUSES = ("done", "skipped", "failed-retryable", "failed-final")
+
+
+async def list_inference(request: Request) -> Response:
+    params = _params(request, ("study_uid", "model", "status", "positive", "limit", "offset"))
+    status = params.get("status")
+    if status is not None and status not in RUN_STATUSES:
+        raise ApiError(400, f"query parameter 'status': expected one of {', '.join(RUN_STATUSES)}")
+    positive = params.get("positive")
+    if positive not in (None, "true", "false"):
+        raise ApiError(400, "query parameter 'positive': expected true or false")
+    where = inference_queries.RunFilter(
+        study_uid=params.get("study_uid"), model=params.get("model"), status=status,
+        positive=None if positive is None else positive == "true",
+        limit=_int(params, "limit", default=50, maximum=1000) or 50, offset=_offset(params))
+    runs = await run_in_threadpool(_read, _context(request).database,
+                                   inference_queries.list_runs, where)
+    return JSONResponse({"runs": runs})
+
+
+async def get_inference(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    detail = await run_in_threadpool(_read, _context(request).database,
+                                     inference_queries.run_detail, run_id)
+    if detail is None:
+        raise ApiError(404, f"no inference run {run_id}")
+    return JSONResponse(detail)
 
 
 # --- the reconciliation queue ----------------------------------------------------------
@@ -579,6 +613,8 @@ ROUTES = [
     Route("/api/audit", query_audit),
     Route("/api/studies", list_studies),
     Route("/api/studies/{study_uid}", get_study),
+    Route("/api/inference", list_inference),
+    Route("/api/inference/{run_id:int}", get_inference),
     Route("/api/reconciliation", list_reconciliation),
     Route("/api/reconciliation/{item_id:int}/link", link_reconciliation, methods=["POST"]),
     Route("/api/reconciliation/{item_id:int}/reject", reject_reconciliation, methods=["POST"]),

@@ -37,7 +37,8 @@ def shipped(hl7_port: int, dicom_port: int) -> str:
         "${RADBRIDGE_DICOM_PORT:-11112}", str(dicom_port)).replace(
         "quiet_period: {default: 30s,", "quiet_period: {default: 1s,")
     ready = (DEFAULT_DIR / "study-ready.yaml").read_text()
-    return "\n---\n".join((hl7, dicom, ready))
+    done = (DEFAULT_DIR / "inference-done.yaml").read_text()
+    return "\n---\n".join((hl7, dicom, ready, done))
 
 
 def send_hl7(port: int, *names: str, tmp: Path, **replace: str) -> None:
