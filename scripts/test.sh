@@ -72,6 +72,15 @@ ensure_triton_peer() {
   echo "warning: the Triton peer is not installed; its tests will be skipped" >&2
 }
 ensure_triton_peer
+
+# A real FHIR R4 server for the EHR tests: Medplum's FHIR engine from npm behind a small
+# Node HTTP wrapper (tests/peers/fhir/), installed under ~/.cache/radbridge/peers.
+ensure_fhir_peer() {
+  if "$venv/bin/python" -m tests.peers.fhir_server install; then return 0; fi
+  if [ -n "${CI:-}" ]; then return 1; fi
+  echo "warning: the FHIR peer is not installed; its tests will be skipped" >&2
+}
+ensure_fhir_peer
 # Trust auth for local tests (the machine kind's default); harmless when already set.
 psql -h 127.0.0.1 -U postgres -d postgres -qAtc "select 1" >/dev/null
 

@@ -8,10 +8,12 @@ from radbridge.interfaces.dicomweb import destination as stow_rs_destination
 from radbridge.interfaces.dimse import retrieve_destination as dicom_retrieve_destination
 from radbridge.interfaces.dimse import scp as dimse_scp
 from radbridge.interfaces.dimse import store_destination as dimse_store_destination
+from radbridge.interfaces.fhir import destination as fhir_destination
 from radbridge.interfaces.mllp import listener as mllp_listener
 from radbridge.interfaces.mllp import sender as mllp_sender
 
 __all__ = ["correlation_destination", "dicom_retrieve_destination", "dimse_scp",
-           "dimse_store_destination", "directory_source", "file_destination",
+           "dimse_store_destination", "directory_source", "fhir_destination",
+           "file_destination",
            "http_destination", "inference_destination", "mllp_listener", "mllp_sender",
            "registry_destination", "stow_rs_destination"]

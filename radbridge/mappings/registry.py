@@ -51,6 +51,7 @@ def _load_builtins() -> None:
     # from the built-in modules themselves.
     from radbridge.mappings import text  # noqa: F401
     from radbridge.mappings.dicom import transforms as dicom_transforms  # noqa: F401
+    from radbridge.mappings.fhir import transforms as fhir_transforms  # noqa: F401
     from radbridge.mappings.hl7 import transforms  # noqa: F401
 
 

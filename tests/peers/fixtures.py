@@ -1,5 +1,6 @@
-"""Pytest fixtures for the DICOM peers: `orthanc` (session), `dcmtk`, `storescp`; and
-`triton_server` (session), a real tritonserver for the inference tests.
+"""Pytest fixtures for the DICOM peers: `orthanc` (session), `dcmtk`, `storescp`;
+`triton_server` (session), a real tritonserver for the inference tests; and
+`fhir_server` (session), a real FHIR R4 server (Medplum's engine) for the EHR tests.
 
 A missing peer skips the test, except under CI=true where it fails it: tests of real
 services must not be skipped silently in CI.
@@ -17,6 +18,8 @@ import pytest
 from tests.peers import dcmtk as dcmtk_tools
 from tests.peers import netns
 from tests.peers.dcmtk import Storescp
+from tests.peers.fhir_server import FhirPeerError, FhirServer
+from tests.peers.fhir_server import install as install_fhir
 from tests.peers.orthanc import DICOMWEB_PLUGIN, OrthancPeer, orthanc_binary
 from tests.peers.triton import TritonPeerError, TritonServer
 from tests.peers.triton import install as install_triton
@@ -80,6 +83,27 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
         server.start()
     except (TritonPeerError, OSError) as exc:
         peer_unavailable(str(exc), "Triton peer")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    """A real FHIR R4 server (Medplum's engine, in memory, validation on) on 127.0.0.1,
+    shared by the session: a `tests.peers.fhir_server.FhirServer`; call
+    `fhir_server.reset()` to start from an empty server. Installs the npm packages first
+    if scripts/test.sh did not."""
+    try:
+        install_fhir()
+    except (FhirPeerError, OSError) as exc:
+        peer_unavailable(f"cannot install it: {exc}", "FHIR peer")
+    server = FhirServer(tmp_path_factory.mktemp("fhir-server"))
+    try:
+        server.start()
+    except (FhirPeerError, OSError) as exc:
+        peer_unavailable(str(exc), "FHIR peer")
     try:
         yield server
     finally:

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +21,7 @@ import httpx
 
 from tests.peers.bridge import TcpBridge
 from tests.peers.netns import NetworkNamespace
+from tests.peers.waiting import wait_http_ready
 
 PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
 DICOMWEB_PLUGIN = PLUGIN_DIR / "libOrthancDicomWeb.so"
@@ -127,19 +127,9 @@ class OrthancPeer:
                 cwd=self.folder)
 
     def _wait_ready(self, client: httpx.Client) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            code = self._process.poll() if self._process is not None else -1
-            if code is not None:
-                raise OrthancError(f"Orthanc exited with {code}:\n{self.log_tail()}")
-            try:
-                if client.get("/system", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise OrthancError(f"Orthanc did not answer within {self.start_timeout}s:\n"
-                           f"{self.log_tail()}")
+        wait_http_ready(self._process, client, "/system", timeout=self.start_timeout,
+                        what="Orthanc", log_tail=self.log_tail, error=OrthancError,
+                        interval=0.05)
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of Orthanc's own log (kept in its temporary folder)."""

@@ -34,6 +34,8 @@ from types import TracebackType
 
 import httpx
 
+from tests.peers.waiting import wait_http_ready
+
 PYTHON = Path("/usr/bin/python3.11")
 REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime>=1.17,<2", "numpy<2")
 EXIT_TIMEOUT_S = 5
@@ -178,19 +180,8 @@ class TritonServer:
         return self
 
     def _wait_ready(self, client: httpx.Client) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            code = self._process.poll() if self._process is not None else -1
-            if code is not None:
-                raise TritonPeerError(f"tritonserver exited with {code}:\n{self.log_tail()}")
-            try:
-                if client.get("/v2/health/ready", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TritonPeerError(f"tritonserver not ready within {self.start_timeout} s:\n"
-                              f"{self.log_tail()}")
+        wait_http_ready(self._process, client, "/v2/health/ready", timeout=self.start_timeout,
+                        what="tritonserver", log_tail=self.log_tail, error=TritonPeerError)
 
     def load(self, name: str) -> None:
         """Load (or reload) the model folder `name` of the repository; waits until ready."""

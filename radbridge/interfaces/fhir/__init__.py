@@ -1,0 +1,1 @@
+"""FHIR REST to the EHR: a small client and the `fhir` destination type."""
