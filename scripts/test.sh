@@ -62,6 +62,15 @@ ensure_dicom_peers() {
 }
 ensure_dicom_peers
 
+# pixelmed's DicomSRValidator (TID 1500) for the SR conformance test; needs a JRE.
+ensure_pixelmed() {
+  if command -v java >/dev/null && [ -e /usr/share/java/pixelmed.jar ]; then return 0; fi
+  echo "installing pixelmed and a JRE from Debian's packages" >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    libpixelmed-java default-jre-headless >&2
+}
+ensure_pixelmed
+
 # A real tritonserver for the inference tests: nvidia-pytriton in its own virtual
 # environment (Debian's python3.11, numpy<2) under ~/.cache/radbridge/peers
 # (RADBRIDGE_PEERS_CACHE); the tests start it. Fast when already installed. A failure
