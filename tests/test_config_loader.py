@@ -74,7 +74,8 @@ def test_several_channels_in_one_file_as_yaml_documents() -> None:
 def test_shipped_default_channels_validate() -> None:
     loaded = load_channel_files([DEFAULT_DIR], env={})
     assert sorted(channel.config.name for channel in loaded) == [
-        "dicom-in", "dicomweb-in", "drop-folder", "hl7-in", "inbox", "inference-done", "study-ready"]
+        "ai-results", "dicom-in", "dicomweb-in", "drop-folder", "ehr-fhir", "hl7-in", "inbox",
+        "inference-done", "pacs-out", "ris-oru", "ris-priority", "study-ready"]
     by_name = {channel.config.name: channel.config for channel in loaded}
     assert by_name["inbox"].source.type == "http"
     assert by_name["drop-folder"].source.type == "directory"
@@ -86,6 +87,12 @@ def test_shipped_default_channels_validate() -> None:
     assert dicom_in.assembly is not None and dicom_in.assembly.ready_channel == "study-ready"
     assert by_name.pop("dicomweb-in").source.type == "stow-rs"
     assert by_name.pop("study-ready").source.type == "channel"
+    outputs = {"ris-priority": "outbox/ris", "ris-oru": "outbox/ris", "ehr-fhir": "outbox/ehr",
+               "pacs-out": "outbox/pacs"}
+    for name, folder in outputs.items():
+        written = by_name.pop(name).destinations[0]
+        assert isinstance(written, FileDestination) and written.directory == folder
+    assert by_name.pop("ai-results").source.type == "channel"
     for config in by_name.values():
         archive = config.destination("archive")
         assert isinstance(archive, FileDestination)
@@ -182,7 +189,7 @@ destinations:
     assert [(i.line, i.path, i.message) for i in issues] == [
         (5, "destinations[0].type",
          "unknown type 'fiel'; expected one of: null, file, http, channel, mllp, registry, dimse, "
-         "stow-rs, dicom-retrieve, correlation, inference"
+         "stow-rs, dicom-retrieve, correlation, inference, fhir, results"
          " (did you mean 'file'?)"),
     ]
 
@@ -209,7 +216,8 @@ destinations:
 """)
     assert (issue.line, issue.path) == (4, "destinations[0].type")
     assert issue.message == ("required; expected one of: null, file, http, channel, mllp,"
-                             " registry, dimse, stow-rs, dicom-retrieve, correlation, inference")
+                             " registry, dimse, stow-rs, dicom-retrieve, correlation,"
+                             " inference, fhir, results")
 
 
 def test_bare_null_type_means_the_null_destination() -> None:
@@ -512,7 +520,8 @@ destinations: [{name: a, type: "null"}]
 """)
     assert where(issues) == [(4, "transformers[0]"), (5, "transformers[1].name")]
     assert issues[0].message == (
-        "unknown mapping 'text.strp'; expected one of: dicom.deidentify, hl7.oru_r01,"
+        "unknown mapping 'text.strp'; expected one of: dicom.deidentify, fhir.bundle, "
+        "hl7.oru_r01,"
         " hl7.worklist_priority, json.extract, text.normalize_newlines, text.strip"
         " (did you mean 'text.strip'?)"
     )

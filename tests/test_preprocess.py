@@ -176,7 +176,7 @@ def test_a_card_spacing_keeps_the_physical_scale_centred_and_pads_outside(series
     # inside, a sample equals the independent linear interpolation of the source
     z, y, x = prepared.grid.source_index((2, 3, 10))
     z0, y0 = int(np.floor(z)), int(np.floor(y))
-    x0 = int(round(x))
+    x0 = round(x)
     assert x == pytest.approx(x0)
     wz, wy = z - z0, y - y0
     v = volume.voxels

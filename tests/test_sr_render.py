@@ -317,3 +317,13 @@ def test_orthanc_stores_the_sr_over_c_store(orthanc, sr_file, located, ct, tmp_p
     again = orthanc.http.get(f"/dicom-web/studies/{located.study_uid}/instances",
                              params={"Modality": "SR"}).json()
     assert [i["00080018"]["Value"][0] for i in again] == [sr.SOPInstanceUID]
+
+
+def test_a_patient_sex_dicom_does_not_allow_is_left_empty_not_fatal(tmp_path):
+    from radbridge.mappings.sr.concepts import fit_patient
+    header = pydicom.Dataset()
+    header.PatientSex = "U"  # HL7's unknown, which some modalities write
+    fitted = fit_patient(header)
+    assert fitted.PatientSex == "" and header.PatientSex == "U"
+    header.PatientSex = "F"
+    assert fit_patient(header) is header

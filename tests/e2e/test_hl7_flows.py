@@ -4,7 +4,7 @@
    one message through python-hl7's `mllp_send`): every message is ACKed AA, the
    registry holds the patient (merged into the surviving record), the encounter, the
    orders with their status history, and the audit ledger records each change.
-2. AI result documents POSTed to the example `ai-results` channel reach a listening RIS
+2. AI result documents POSTed to the example `external-results` channel reach a listening RIS
    (python-hl7's server) as ORU^R01 for each result and one worklist-priority update
    (ORM^O01 XO, STAT) for the result with an emergent finding.
 """
@@ -42,7 +42,7 @@ MERGED = ("MRN100999", "NORTHWIND")
 
 
 def shipped_channels(hl7_port: int, ris_port: int) -> str:
-    """The default hl7-in channel and the ai-results example, ports filled in."""
+    """The default hl7-in channel and the external-results example, ports filled in."""
     text = (DEFAULT_DIR / "hl7-in.yaml").read_text().replace(
         "${RADBRIDGE_HL7_PORT:-2575}", str(hl7_port))
     example = (EXAMPLES_DIR / "ai-results-to-ris.yaml").read_text().replace(
@@ -105,7 +105,7 @@ def test_adt_and_orders_keep_the_registry_and_results_reach_the_ris(
 
         for name in ("ich-positive-demo", "ich-negative"):
             response = node.post((SAMPLES / "results" / f"{name}.json").read_bytes(),
-                                 channel="ai-results")
+                                 channel="external-results")
             assert response.status_code == 202, response.text
         wait_until(lambda: len(ris.received) >= 3, 30, "two ORUs and one priority update")
         messages = [hl7.parse(text) for text in ris.received]

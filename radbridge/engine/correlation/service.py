@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from radbridge.engine import audit
 from radbridge.engine.correlation.facts import candidates, order_facts, study_facts
-from radbridge.engine.models import DicomStudy, Order, ReconciliationItem, StudyOrderLink, utcnow
+from radbridge.engine.models import (
+    DicomStudy,
+    Order,
+    Patient,
+    ReconciliationItem,
+    StudyOrderLink,
+    utcnow,
+)
 from radbridge.errors import NotFound, RadbridgeError
 from radbridge.mappings.correlation import (
     DEFAULT_RULES,
@@ -153,9 +160,11 @@ def _link(session: Session, study_uid: str, matches: Sequence[Match], actor: str
                                    confidence=match.confidence, reason=match.reason,
                                    decided_by=actor, created_at=utcnow()))
         order = session.get(Order, match.order_id)
+        patient = session.get(Patient, order.patient_id) if order else None
         events.append(audit.AuditRecord(
             action="correlation.linked", actor=actor, study_uid=study_uid,
             accession=order.accession if order else None,
+            patient_id=patient.identifier if patient else None,
             detail={"order_id": match.order_id, "rule": rule,
                     "confidence": match.confidence, "reason": match.reason}))
     session.flush()

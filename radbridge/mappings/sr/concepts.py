@@ -52,6 +52,25 @@ WARNING = CodedConcept("AI-WARNING", LOCAL_SCHEME, "AI usage warning")
 MODEL = CodedConcept("AI-DEVICE", LOCAL_SCHEME, "AI device identifier")
 
 
+DICOM_SEXES = ("M", "F", "O", "")
+
+
+def fit_patient(dataset: Dataset) -> Dataset:
+    """`dataset`, or a shallow copy of it with a PatientSex DICOM does not allow (HL7's
+    U, A, N, or lower case, as some modalities write) emptied: highdicom refuses those,
+    and an SR or SEG must not fail because a source header is sloppy."""
+    if str(dataset.get("PatientSex", "") or "") in DICOM_SEXES:
+        return dataset
+    fitted = Dataset()  # pydicom's copies share elements: build a new one around them
+    for element in dataset:
+        if element.keyword != "PatientSex":
+            fitted.add(element)
+    fitted.PatientSex = ""
+    if hasattr(dataset, "file_meta"):
+        fitted.file_meta = dataset.file_meta
+    return fitted
+
+
 def derived_uid(*parts: str) -> str:
     """A UID that depends only on `parts` (a name-based UUID as a 2.25 OID)."""
     return f"2.25.{uuid.uuid5(_NAMESPACE, '/'.join(parts)).int}"

@@ -50,7 +50,7 @@ def render_seg(result: AiResult, source: Sequence[Dataset], masks: Mapping[MaskK
     if finding not in result.findings:
         raise SrRenderError(f"result {result.result_id}: the finding to segment is not "
                             "one of the result's findings")
-    images, keys = _planes(source, masks)
+    images, keys = _planes([concepts.fit_patient(ds) for ds in source], masks)
     frames = _frames(images, keys, masks, fractional)
     model = result.model
     created = result.created_at

@@ -79,7 +79,7 @@ def render_sr(result: AiResult, evidence: Sequence[Dataset], *, series_number: i
     """The TID 1500 Comprehensive 3D SR of `result` against `evidence`, the headers of
     the images the model read (pixel data not needed). SrRenderError when they do not
     fit (no evidence of the result's study, a finding on an image not in evidence)."""
-    ordered = _study_first(result, evidence)
+    ordered = [concepts.fit_patient(ds) for ds in _study_first(result, evidence)]
     images = {str(ds.SOPInstanceUID): ds for ds in ordered}
     groups: list[Group] = [_finding_group(result, f, images) for f in result.findings]
     if result.measurements or not groups:
