@@ -147,3 +147,16 @@ def test_the_publisher_holds_an_unlinked_study_and_drops_a_rejected_one(h, cards
     with pytest.raises(PermanentDeliveryError, match="no order"):
         asyncio.run(publisher(h, tmp_path, received).send(ready_done(study_uid)))
     assert received == []
+
+
+def test_results_of_a_cancelled_order_are_suppressed(h, cards_dir, tmp_path):
+    index_series(h, tmp_path / "study", study_uid=ORDERED_STUDY, patient_id="MRN100999",
+                 AccessionNumber="ACC26120001")
+    _order(h)
+    _correlate(h, ORDERED_STUDY)
+    run_models(h, cards_dir, ORDERED_STUDY)
+    _order(h, "orm_o01_ca", **{  # the CA sample, aimed at this patient's head CT order
+        "HC998877^^^ONTARIO-HC^HC~MRN100234": "MRN100999", "PLC5002": "PLC5001",
+        "FIL9002": "FIL9001", "ACC26120002": "ACC26120001"})
+    with h.database.read() as session, pytest.raises(NoOrder, match="cancelled"):
+        results_for(session, ORDERED_STUDY, 1)

@@ -6,7 +6,9 @@ text. Renderers (ORU, priority update, FHIR, SR) all start from this record.
 A study not yet linked to any order has no result yet: `NotLinked` says so, and the
 delivery that asked waits (the results destination retries it) until correlation links
 the study, or a person decides in the reconciliation queue. A study decided to have no
-order (rejected) gets `NoOrder`: nothing goes to the RIS or the EHR.
+order (rejected), or whose orders were all cancelled or discontinued before its results
+went out, gets `NoOrder`: nothing goes to the RIS or the EHR. (Results already sent when
+an order is cancelled are not yet retracted.)
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from radbridge.mappings.results import (
     StudyRecord,
 )
 
+WITHDRAWN = frozenset({"cancelled", "discontinued", "error"})
+"""Order statuses whose results are suppressed rather than sent (ORC-1 CA, DC)."""
 LOCAL_SYSTEM = "99RDB"
 """Coding system for measurements the model card does not code (HL7 local: 99xxx)."""
 
@@ -93,11 +97,15 @@ def results_for(session: Session, study_uid: str, version: int, *,
 
 
 def _linked_orders(session: Session, study_uid: str) -> list[Order]:
-    orders = list(session.execute(
+    linked = list(session.execute(
         select(Order).join(StudyOrderLink, StudyOrderLink.order_id == Order.id)
         .where(StudyOrderLink.study_uid == study_uid).order_by(Order.id)).scalars())
+    orders = [order for order in linked if order.status not in WITHDRAWN]
     if orders:
         return orders
+    if linked:
+        raise NoOrder(f"study {study_uid}: its order(s) were withdrawn "
+                      f"({', '.join(sorted({o.status for o in linked}))}); results suppressed")
     states = set(session.execute(select(ReconciliationItem.state).where(
         ReconciliationItem.study_uid == study_uid)).scalars())
     if states and states <= {"rejected"}:
