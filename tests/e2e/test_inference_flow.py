@@ -25,9 +25,10 @@ def channels(dicom_port: int) -> str:
     dicom = (DEFAULT_DIR / "dicom-in.yaml").read_text().replace(
         "${RADBRIDGE_DICOM_PORT:-11112}", str(dicom_port)).replace(
         "quiet_period: {default: 30s,", "quiet_period: {default: 1s,")
-    ready = (DEFAULT_DIR / "study-ready.yaml").read_text()
-    done = (DEFAULT_DIR / "inference-done.yaml").read_text()
-    return "\n---\n".join((dicom, ready, done))
+    rest = [(DEFAULT_DIR / f"{name}.yaml").read_text() for name in (
+        "study-ready", "inference-done", "ai-results", "ris-priority", "ris-oru", "ehr-fhir",
+        "pacs-out")]
+    return "\n---\n".join((dicom, *rest))
 
 
 def push(port: int, folder: Path, datasets: list[Dataset]) -> str:

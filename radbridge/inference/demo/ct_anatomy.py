@@ -149,8 +149,11 @@ def _chest(rng: np.random.Generator, axes: list[Array]) -> Array:
 
 def chest_ctpa(rng: np.random.Generator, positive: bool, noise: float) -> CtVolume:
     """CT pulmonary angiogram, 32 slices of 3 mm; contrast in the pulmonary trunk, both
-    pulmonary arteries and their lobar branches. A positive has a filling defect (20-60 HU)
-    inside the trunk, a main or a lower lobe artery."""
+    pulmonary arteries and their lobar branches. A positive has a filling defect (20-60 HU,
+    3-4.5 mm radius, contrast around it) inside the trunk, a main or a lower lobe artery:
+    a clot filling most of a wide trunk would look like the soft tissue beside it to a
+    model that sees a few voxels around each one, so the defect stays small enough to be
+    rimmed by contrast."""
     slices, size, pixel, thickness, z0 = 32, 128, 2.6, 3.0, -48.0
     axes, origin = _grid(slices, size, pixel, thickness, z0)
     hu = _chest(rng, axes)
@@ -180,7 +183,7 @@ def chest_ctpa(rng: np.random.Generator, positive: bool, noise: float) -> CtVolu
         start, end, radius = arteries[int(rng.choice([0, 1, 2, 3, 4]))]
         t = rng.uniform(0.25, 0.8)
         r_vessel = radius[0] + t * (radius[1] - radius[0])
-        r_clot = r_vessel * rng.uniform(0.5, 0.75)
+        r_clot = min(r_vessel * rng.uniform(0.5, 0.75), rng.uniform(3.0, 4.5))
         offset = (r_vessel - r_clot) * rng.uniform(0, 0.7)
         angle = rng.uniform(0, 2 * np.pi)
         centre = tuple(a + t * (b - a) for a, b in zip(start, end, strict=True))

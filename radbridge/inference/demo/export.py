@@ -60,6 +60,16 @@ def build_model(weights: Weights, input_name: str, channels: int, space: list[in
     return model
 
 
+def logits_model(weights: Weights, channels: int, space: list[int]) -> onnx.ModelProto:
+    """The same graph with the detection logits as a third output (input "input"): what
+    training runs to find hard places and score its own studies, at ONNX Runtime's
+    speed (about 20 ms for a CTA volume where numpy's im2col takes 80-150 ms)."""
+    model = build_model(weights, "input", channels, space)
+    model.graph.output.append(helper.make_tensor_value_info(
+        "logits", TensorProto.FLOAT, ["batch", 1, *space]))
+    return model
+
+
 def write_model(model: onnx.ModelProto, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

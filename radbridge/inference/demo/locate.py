@@ -2,8 +2,10 @@
 tensor (as `preprocess.to_tensor` makes it), both ways: training looks at the lesion's
 voxel, tests map the heat map's peak back to millimetres.
 
-Resampling and resizing both keep the first and last samples in place, so a position
-scales linearly from the series' grid to the tensor's.
+A volume goes through the preprocessing's own axes (`Axis.centred` when the card sets a
+spacing: resample, then centre crop or pad; `Axis.stretched` otherwise), taken from the
+headers alone, so a lesion lands on the voxel the tensor shows it in, whatever the crop.
+An image is always stretched: a position scales linearly from the image to the tensor.
 """
 
 from __future__ import annotations
@@ -15,25 +17,28 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
 from radbridge.inference.cards import Preprocessing
-from radbridge.inference.preprocess import order_slices
+from radbridge.inference.preprocess import Axis, ordered_stack, planes_of
 
 Point = tuple[float, float, float]
 
 
-def _frame(datasets: Sequence[Dataset]) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                 NDArray[np.float64], list[int]]:
-    """Origin, axes (one row per index direction, scaled by spacing) and grid shape."""
-    ordered = order_slices(datasets)
+def _frame(rule: Preprocessing, datasets: Sequence[Dataset]
+           ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[Axis]]:
+    """Origin, index axes (one row per source index direction, scaled by its spacing)
+    and the tensor's sampling of each source axis."""
+    ordered, spacing = ordered_stack([plane for ds in datasets for plane in planes_of(ds)])
     first = ordered[0]
-    origin = np.asarray([float(v) for v in first.ImagePositionPatient])
-    orientation = np.asarray([float(v) for v in first.ImageOrientationPatient])
-    row_dir, column_dir = orientation[:3], orientation[3:]
+    assert first.position is not None and first.orientation is not None
+    row_dir, column_dir = first.orientation[:3], first.orientation[3:]
     normal = np.cross(row_dir, column_dir)
-    last = np.asarray([float(v) for v in ordered[-1].ImagePositionPatient])
-    between = float(np.dot(last - origin, normal)) / max(len(ordered) - 1, 1)
-    row_mm, column_mm = (float(v) for v in first.PixelSpacing)
-    axes = np.stack([normal * between, column_dir * row_mm, row_dir * column_mm])
-    return origin, axes, origin, [len(ordered), int(first.Rows), int(first.Columns)]
+    axes = np.stack([normal * spacing[0], column_dir * spacing[1], row_dir * spacing[2]])
+    shape = (len(ordered), int(first.dataset.Rows), int(first.dataset.Columns))
+    if rule.spacing is None:
+        sampling = [Axis.stretched(n, t) for n, t in zip(shape, rule.size, strict=True)]
+    else:
+        sampling = [Axis.centred(n, t, new / old) for n, t, new, old in zip(
+            shape, rule.size, rule.spacing, spacing, strict=True)]
+    return first.position, axes, sampling
 
 
 def _image_spacing(dataset: Dataset) -> tuple[float, float, list[int]]:
@@ -43,16 +48,18 @@ def _image_spacing(dataset: Dataset) -> tuple[float, float, list[int]]:
 
 def to_voxel(rule: Preprocessing, datasets: Sequence[Dataset], point: Point
              ) -> tuple[int, ...]:
-    """The tensor voxel (without the channel axis) nearest to `point`."""
+    """The tensor voxel (without the channel axis) nearest to `point`; clipped to the
+    tensor where the point lies outside its field of view."""
     if rule.kind == "volume":
-        origin, axes, _, shape = _frame(datasets)
-        index = np.linalg.solve(axes.T, np.asarray(point) - origin)
+        origin, axes, sampling = _frame(rule, datasets)
+        source = np.linalg.solve(axes.T, np.asarray(point) - origin)
+        index = [(s - a.offset) / a.step if a.step else 0.0
+                 for s, a in zip(source, sampling, strict=True)]
     else:
         row_mm, column_mm, shape = _image_spacing(datasets[0])
-        index = np.asarray([point[1] / row_mm, point[0] / column_mm])
-    scaled = [i * (s - 1) / max(n - 1, 1) for i, s, n in zip(index, rule.size, shape,
-                                                               strict=True)]
-    return tuple(int(np.clip(round(v), 0, s - 1)) for v, s in zip(scaled, rule.size,
+        index = [i * (s - 1) / max(n - 1, 1) for i, s, n in zip(
+            [point[1] / row_mm, point[0] / column_mm], rule.size, shape, strict=True)]
+    return tuple(int(np.clip(round(v), 0, s - 1)) for v, s in zip(index, rule.size,
                                                                   strict=True))
 
 
@@ -60,10 +67,9 @@ def to_point(rule: Preprocessing, datasets: Sequence[Dataset], voxel: Sequence[i
              ) -> Point:
     """The position (mm, in the frame `synthetic` uses for lesions) of a tensor voxel."""
     if rule.kind == "volume":
-        origin, axes, _, shape = _frame(datasets)
-        index = [v * (n - 1) / max(s - 1, 1) for v, s, n in zip(voxel, rule.size, shape,
-                                                                  strict=True)]
-        where = origin + np.asarray(index) @ axes
+        origin, axes, sampling = _frame(rule, datasets)
+        source = [a.offset + v * a.step for v, a in zip(voxel, sampling, strict=True)]
+        where = origin + np.asarray(source) @ axes
         return float(where[0]), float(where[1]), float(where[2])
     row_mm, column_mm, shape = _image_spacing(datasets[0])
     row, column = (v * (n - 1) / max(s - 1, 1) for v, s, n in zip(voxel, rule.size, shape,

@@ -25,6 +25,10 @@ class DemoSpec:
     hidden: int = 4
     filters: int = 8
     body_site: dict[str, str] | None = None
+    places: int = 1
+    """Hard places mined per study and round (`trainer.Schedule.places`): above 1 for a
+    finding whose parts (a vessel that ends, a dark spot inside contrast) occur in every
+    study, positive or not."""
 
     @property
     def input_name(self) -> str:
@@ -80,9 +84,9 @@ SPECS: dict[str, DemoSpec] = {spec.name: spec for spec in (
         _sct("20059004", "Occlusion of cerebral artery"), True,
         {"modalities": ["CT"], "body_parts": ["HEAD"], "contrast": True,
          "image_type": ["AXIAL"], "slice_thickness": {"max": 3.0}, "min_instances": 24},
-        {"kind": "volume", "size": [16, 80, 80], "spacing": [5.0, 2.72, 2.72],
+        {"kind": "volume", "size": [16, 48, 56], "spacing": [2.5, 2.0, 2.0],
          "window": {"min": 0.0, "max": 400.0}},
-        (1, 5, 5)),
+        (3, 5, 5), hidden=8, filters=16, places=8),
     DemoSpec(
         "pe-ctpa", "pulmonary-embolism",
         "Flags a possible pulmonary embolism (a filling defect in a contrast-filled pulmonary "
@@ -90,9 +94,9 @@ SPECS: dict[str, DemoSpec] = {spec.name: spec for spec in (
         _sct("59282003", "Pulmonary embolism"), True,
         {"modalities": ["CT"], "body_parts": ["CHEST"], "contrast": True,
          "image_type": ["AXIAL"], "slice_thickness": {"max": 3.0}, "min_instances": 24},
-        {"kind": "volume", "size": [16, 80, 80], "spacing": [6.0, 4.2, 4.2],
+        {"kind": "volume", "size": [24, 32, 52], "spacing": [3.5, 3.2, 3.2],
          "window": {"min": -100.0, "max": 400.0}},
-        (1, 5, 5)),
+        (3, 5, 5), hidden=8, filters=16, places=8),
     DemoSpec(
         "mammo-mass", "mammography",
         "Flags a possible mass on a screening mammogram (one view, for presentation) for "

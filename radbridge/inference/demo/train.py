@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,9 @@ def train_model(name: str, plan: Plan, out: Path) -> dict[str, Any]:
     rule = Preprocessing.model_validate(spec.preprocessing)
     began = time.perf_counter()
     inputs, lesions = studies(spec, rule, plan.train, TRAIN_SEED)
+    schedule = replace(plan.schedule, places=spec.places)
     weights, losses = fit(inputs, lesions, spec.kernel, spec.hidden, spec.filters,
-                          plan.schedule, NETWORK_SEED)
+                          schedule, NETWORK_SEED)
     labels = [lesion is not None for lesion in lesions]
     train_scores = scores(weights, inputs)
     threshold = validation.best_threshold(train_scores, labels)
@@ -106,7 +107,8 @@ def train_model(name: str, plan: Plan, out: Path) -> dict[str, Any]:
                      "auc": round(validation.auc(train_scores, labels), 4),
                      "loss_per_round": [round(v, 4) for v in losses],
                      "seconds": round(seconds, 1), "network_seed": NETWORK_SEED,
-                     "rounds": plan.schedule.rounds, "epochs": plan.schedule.epochs},
+                     "rounds": schedule.rounds, "epochs": schedule.epochs,
+                     "places": schedule.places},
         "validation_seeds": [VALIDATION_SEED, VALIDATION_SEED + plan.validation - 1],
         "onnx": {"file": model_path.name, "bytes": model_path.stat().st_size,
                  "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()},
