@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from radbridge import __version__
 
 SUBCOMMAND_MODULES = ("run", "validate", "messages", "audit", "db", "prune", "send", "studies",
-                      "reconcile", "dicom", "infer", "inference")
+                      "reconcile", "dicom", "infer", "inference", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
