@@ -94,3 +94,28 @@ def test_the_demo_sends_the_priority_update_and_the_oru_to_a_real_ris(tmp_path: 
         assert seen["from_answer_s"] is not None
     assert set(summary["outputs"]) == {"priority", "oru", "bundle", "sr", "seg"}
     assert not list((tmp_path / "demo" / "data" / "outbox" / "ris").glob("*.hl7"))
+
+
+def test_the_demo_against_a_real_ris_ehr_and_pacs(tmp_path: Path, fhir_server,
+                                                  orthanc) -> None:
+    """The full flow against real peers: the test RIS over MLLP, Medplum's FHIR engine
+    (validation on) and Orthanc over C-STORE."""
+    fhir_server.reset()
+    with TestRis() as ris:
+        done, took = run_demo(
+            tmp_path / "demo", "--ris", f"127.0.0.1:{ris.port}",
+            "--ehr", fhir_server.base_url,
+            "--pacs", f"{orthanc.ae_title}@127.0.0.1:{orthanc.dicom_port}")
+        summary = summary_of(done)
+        received = list(ris.received)
+    report(f"radbridge demo (--ris --ehr --pacs): {took:.1f} s in all")
+    assert sorted(str(hl7.parse(t).segment("MSH")(9)).split("^")[0] for t in received) == [
+        "ORM", "ORU"]
+    accession = summary["case"]["accession"]
+    [report_resource] = fhir_server.search("DiagnosticReport")
+    assert report_resource["status"] == "preliminary"
+    assert fhir_server.search("ServiceRequest", identifier=accession)
+    study_uid = summary["case"]["study_uid"]
+    series = orthanc.http.get(f"/dicom-web/studies/{study_uid}/series").json()
+    modalities = {item["00080060"]["Value"][0] for item in series}
+    assert {"SR", "SEG"} <= modalities, modalities
