@@ -28,6 +28,10 @@ pytestmark = pytest.mark.slow
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7"
 ORDERED_STUDY = "1.2.826.0.1.3680043.10.1234.26120001"  # ZDS-1 of orm_o01_nw.hl7
+RESULT_CHANNELS = ("study-ready", "inference-done", "ai-results", "ris-priority", "ris-oru",
+                   "ehr-fhir", "pacs-out")
+"""The shipped channels downstream of dicom-in: study-ready feeds inference-done, which
+feeds the result channels; each names the next, so they deploy together."""
 
 
 def shipped(hl7_port: int, dicom_port: int) -> str:
@@ -36,9 +40,8 @@ def shipped(hl7_port: int, dicom_port: int) -> str:
     dicom = (DEFAULT_DIR / "dicom-in.yaml").read_text().replace(
         "${RADBRIDGE_DICOM_PORT:-11112}", str(dicom_port)).replace(
         "quiet_period: {default: 30s,", "quiet_period: {default: 1s,")
-    ready = (DEFAULT_DIR / "study-ready.yaml").read_text()
-    done = (DEFAULT_DIR / "inference-done.yaml").read_text()
-    return "\n---\n".join((hl7, dicom, ready, done))
+    rest = [(DEFAULT_DIR / f"{name}.yaml").read_text() for name in RESULT_CHANNELS]
+    return "\n---\n".join((hl7, dicom, *rest))
 
 
 def send_hl7(port: int, *names: str, tmp: Path, **replace: str) -> None:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from radbridge.channels import DEFAULT_DIR
 from radbridge.inference.demo.synthetic import generate_study
 from tests.e2e.conftest import Spawn, free_port, wait_until
+from tests.e2e.test_correlation_flows import RESULT_CHANNELS
 from tests.peers import dcmtk
 
 pytestmark = pytest.mark.slow
@@ -25,9 +26,7 @@ def channels(dicom_port: int) -> str:
     dicom = (DEFAULT_DIR / "dicom-in.yaml").read_text().replace(
         "${RADBRIDGE_DICOM_PORT:-11112}", str(dicom_port)).replace(
         "quiet_period: {default: 30s,", "quiet_period: {default: 1s,")
-    rest = [(DEFAULT_DIR / f"{name}.yaml").read_text() for name in (
-        "study-ready", "inference-done", "ai-results", "ris-priority", "ris-oru", "ehr-fhir",
-        "pacs-out")]
+    rest = [(DEFAULT_DIR / f"{name}.yaml").read_text() for name in RESULT_CHANNELS]
     return "\n---\n".join((dicom, *rest))
 
 

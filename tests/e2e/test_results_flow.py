@@ -18,13 +18,11 @@ import pytest
 from radbridge.channels import DEFAULT_DIR
 from radbridge.inference.demo.synthetic import PatientInfo, generate_study
 from tests.e2e.conftest import Spawn, free_port, wait_until
-from tests.e2e.test_correlation_flows import ORDERED_STUDY, send_hl7
+from tests.e2e.test_correlation_flows import ORDERED_STUDY, RESULT_CHANNELS, send_hl7
 from tests.peers import dcmtk
 
 pytestmark = pytest.mark.slow
 
-RESULT_CHANNELS = ("study-ready", "inference-done", "ai-results", "ris-priority", "ris-oru",
-                   "ehr-fhir", "pacs-out")
 
 
 def channels(hl7_port: int, dicom_port: int) -> str:
