@@ -9,9 +9,10 @@ services must not be skipped silently in CI.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import pytest
 
@@ -69,42 +70,41 @@ def storescp(dcmtk: ModuleType, tmp_path: Path) -> Iterator[Storescp]:
         yield scp
 
 
-@pytest.fixture(scope="session")
-def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """tritonserver (Python backend) on 127.0.0.1, shared by the session, on an empty
-    repository: write a model folder under `triton_server.repository`, then
-    `triton_server.load(name)`. Installs the peer first if scripts/test.sh did not."""
+_Peer = TypeVar("_Peer", TritonServer, FhirServer)
+
+
+def _session_peer(install: Callable[[], object], server: _Peer, errors: tuple[type[Exception], ...],
+                  name: str) -> Iterator[_Peer]:
+    """Install (if scripts/test.sh did not), start, yield and stop a peer process; a peer
+    that cannot run skips the test, or fails it under CI."""
+    errors = (*errors, OSError)
     try:
-        install_triton()
-    except (TritonPeerError, OSError) as exc:
-        peer_unavailable(f"cannot install it: {exc}", "Triton peer")
-    server = TritonServer(tmp_path_factory.mktemp("triton-repository"))
+        install()
+    except errors as exc:
+        peer_unavailable(f"cannot install it: {exc}", name)
     try:
         server.start()
-    except (TritonPeerError, OSError) as exc:
-        peer_unavailable(str(exc), "Triton peer")
+    except errors as exc:
+        peer_unavailable(str(exc), name)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """tritonserver (Python backend) on 127.0.0.1, shared by the session, on an empty
+    repository: write a model folder under `triton_server.repository`, then
+    `triton_server.load(name)`."""
+    yield from _session_peer(install_triton,
+                             TritonServer(tmp_path_factory.mktemp("triton-repository")),
+                             (TritonPeerError,), "Triton peer")
 
 
 @pytest.fixture(scope="session")
 def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
     """A real FHIR R4 server (Medplum's engine, in memory, validation on) on 127.0.0.1,
-    shared by the session: a `tests.peers.fhir_server.FhirServer`; call
-    `fhir_server.reset()` to start from an empty server. Installs the npm packages first
-    if scripts/test.sh did not."""
-    try:
-        install_fhir()
-    except (FhirPeerError, OSError) as exc:
-        peer_unavailable(f"cannot install it: {exc}", "FHIR peer")
-    server = FhirServer(tmp_path_factory.mktemp("fhir-server"))
-    try:
-        server.start()
-    except (FhirPeerError, OSError) as exc:
-        peer_unavailable(str(exc), "FHIR peer")
-    try:
-        yield server
-    finally:
-        server.stop()
+    shared by the session; call `fhir_server.reset()` to start from an empty server."""
+    yield from _session_peer(install_fhir, FhirServer(tmp_path_factory.mktemp("fhir-server")),
+                             (FhirPeerError,), "FHIR peer")

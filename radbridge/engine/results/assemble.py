@@ -33,6 +33,7 @@ from radbridge.engine.models import (
 )
 from radbridge.engine.registry.patients import follow_merges
 from radbridge.errors import RadbridgeError
+from radbridge.mappings.dicom.values import dicom_date
 from radbridge.mappings.report_text import draft_report
 from radbridge.mappings.results import (
     AiResult,
@@ -127,8 +128,7 @@ def _result(run: InferenceRun, order: Order, patient: Patient,
     accession = order.accession or order.filler_number or order.placer_number
     if not accession:
         raise NoOrder(f"order {order.id} has no accession, filler or placer number")
-    family, _, rest = (patient.name or "").partition("^")
-    given = rest.split("^")[0] if rest else None
+    family, given = _family_given(patient.name)
     return AiResult(
         result_id=result_id(run.id, order.id),
         patient=PatientRef(identifier=patient.identifier, issuer=patient.issuer or "UNKNOWN",
@@ -202,13 +202,16 @@ def _study_record(session: Session, study_uid: str, endpoint: str | None) -> Stu
 
 
 def _started(day: str | None, time: str | None) -> datetime | None:
-    if not day or len(day) < 8:
+    """StudyDate and StudyTime (local time, no zone in DICOM: taken as UTC)."""
+    parsed = dicom_date(day)
+    if parsed is None:
         return None
     clock = (time or "").split(".")[0].ljust(6, "0")[:6]
     try:
-        return datetime.strptime(day[:8] + clock, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        moment = datetime.strptime(clock, "%H%M%S").time()
     except ValueError:
-        return None
+        moment = datetime.min.time()
+    return datetime.combine(parsed, moment, UTC)
 
 
 def _sex(value: str | None) -> Sex | None:
@@ -226,6 +229,11 @@ def _priority(value: str | None) -> Priority | None:
 
 
 def _provider(identifier: str | None, name: str | None) -> Provider:
-    family, _, rest = (name or "").partition("^")
-    return Provider(identifier=identifier or None, family=family or None,
-                    given=(rest.split("^")[0] or None) if rest else None)
+    family, given = _family_given(name)
+    return Provider(identifier=identifier or None, family=family, given=given)
+
+
+def _family_given(name: str | None) -> tuple[str | None, str | None]:
+    """Family and given name of an XPN/XCN kept '^'-joined by the registry."""
+    parts = (name or "").split("^")
+    return parts[0] or None, (parts[1] if len(parts) > 1 else "") or None
