@@ -45,6 +45,16 @@ class Sex(StrEnum):
     NOT_APPLICABLE = "N"
 
 
+class ResultStatus(StrEnum):
+    """Where a result stands for its receivers: the first preliminary, a corrected one
+    that replaces what they hold (new images, a patient update or merge), or withdrawn
+    (its order was cancelled or discontinued after it was sent)."""
+
+    PRELIMINARY = "preliminary"
+    CORRECTED = "corrected"
+    WITHDRAWN = "withdrawn"
+
+
 class Priority(StrEnum):
     """Order priority, HL7 tables 0027 / 0485 (the codes both share)."""
 
@@ -333,8 +343,10 @@ class StudyRecord:
 class AiResult:
     """Everything one inference run concluded about one study.
 
-    `result_id` is stable for the run: renderers derive message ids from it, so a
-    resend after a crash carries the same ids and receivers can drop the duplicate.
+    `result_id` is stable for the study, order and model: renderers derive message ids
+    from `revision_key` (the result id, and the revision after the first), so a resend
+    after a crash carries the same ids and receivers can drop the duplicate, while a
+    revision is a new message about the same result (same business identifiers).
     """
 
     result_id: str
@@ -349,9 +361,22 @@ class AiResult:
     series_uids: tuple[str, ...] = field(default_factory=tuple)
     """The series the model read (its input), for SR evidence and FHIR derivedFrom."""
     study: StudyRecord | None = None
+    status: ResultStatus = ResultStatus.PRELIMINARY
+    revision: int = 0
+    """0 for the first result sent; each correction or withdrawal adds one."""
+    revision_reason: str | None = None
+    """Why a revision was sent (no PHI: "order cancelled", "new images")."""
 
     def __post_init__(self) -> None:
         _text(self.result_id, "result_id")
+        object.__setattr__(self, "status", _enum(ResultStatus, self.status, "status"))
+        if isinstance(self.revision, bool) or not isinstance(self.revision, int) \
+                or self.revision < 0:
+            raise ResultFormatError("revision", "expected a whole number, 0 or more")
+        if (self.revision == 0) != (self.status is ResultStatus.PRELIMINARY):
+            raise ResultFormatError("status", "the first result (revision 0) is preliminary;"
+                                              " a revision is corrected or withdrawn")
+        _text(self.revision_reason, "revision_reason", required=False)
         _text(self.study_uid, "study_uid")
         object.__setattr__(self, "series_uids", tuple(self.series_uids))
         for uid in self.series_uids:
@@ -373,8 +398,28 @@ class AiResult:
 
     @property
     def emergent_findings(self) -> tuple[Finding, ...]:
-        """Positive findings flagged emergent: what justifies a STAT worklist update."""
+        """Positive findings flagged emergent: what justifies a STAT worklist update
+        (none once the result is withdrawn)."""
+        if self.status is ResultStatus.WITHDRAWN:
+            return ()
         return tuple(finding for finding in self.findings if finding.is_emergent)
+
+    @property
+    def revision_key(self) -> str:
+        """What message ids and derived UIDs come from: the result id for the first
+        result (so its ids never change), the id and revision for the later ones."""
+        return self.result_id if self.revision == 0 else f"{self.result_id}/r{self.revision}"
+
+
+def revision_notice(result: AiResult) -> list[str]:
+    """The line that opens a revision's report (every rendering): corrected or
+    withdrawn, and why; nothing for the first result."""
+    why = f": {result.revision_reason}" if result.revision_reason else ""
+    if result.status is ResultStatus.WITHDRAWN:
+        return [f"WITHDRAWN{why}. Disregard the AI result sent earlier for this order."]
+    if result.status is ResultStatus.CORRECTED:
+        return [f"CORRECTED{why}. Replaces the AI result sent earlier for this order."]
+    return []
 
 
 # --- JSON -----------------------------------------------------------------------------
@@ -424,6 +469,9 @@ def result_to_json(result: AiResult) -> dict[str, Any]:
         "report_text": result.report_text,
         "series_uids": list(result.series_uids) or None,
         "study": None if result.study is None else _study_json(result.study),
+        "status": None if result.revision == 0 else result.status.value,
+        "revision": result.revision or None,
+        "revision_reason": result.revision_reason,
     })
 
 
@@ -445,7 +493,7 @@ def result_from_json(obj: Mapping[str, Any]) -> AiResult:
     top = _members(obj, "$", required={"result_id", "created_at", "study_uid", "patient",
                                         "order", "model"},
                    optional={"findings", "measurements", "report_text", "series_uids",
-                             "study"})
+                             "study", "status", "revision", "revision_reason"})
     return _build("$", AiResult,
         result_id=top["result_id"],
         created_at=_parse("$.created_at", top["created_at"], _datetime),
@@ -462,6 +510,9 @@ def result_from_json(obj: Mapping[str, Any]) -> AiResult:
         report_text=top.get("report_text", ""),
         series_uids=tuple(_list(top.get("series_uids", []), "$.series_uids")),
         study=None if top.get("study") is None else _study(top["study"], "$.study"),
+        status=top.get("status", ResultStatus.PRELIMINARY.value),
+        revision=top.get("revision", 0),
+        revision_reason=top.get("revision_reason"),
     )
 
 

@@ -16,7 +16,10 @@ and the DiagnosticReport. Every entry is a conditional create (`POST` with
 
 so a resend after a crash, or a replay, creates nothing new, and what the EHR already
 holds (the patient's demographics, its own order, a report a radiologist has since made
-final) is never overwritten. fullUrls are `urn:uuid:` UUIDs derived from the result id
+final) is never overwritten. A revision of the result (corrected, withdrawn) replaces
+Radbridge's own resources, the Observations and the DiagnosticReport, with conditional
+updates (`PUT DiagnosticReport?identifier=...`) on the same identifiers; the rest stays
+conditional creates. fullUrls are `urn:uuid:` UUIDs derived from the result id
 and the entry's role, and nothing reads a clock, so `bundle_bytes` of the same result is
 byte-identical on every render.
 """
@@ -79,15 +82,15 @@ def render_bundle(result: AiResult, *, pacs_endpoint: str | None = None) -> Json
     for index, finding in enumerate(result.findings, 1):
         url = full_url(result, f"finding/{index}")
         observations.append(url)
-        entries.append(_entry(url, _tagged(result, report.finding_observation(
+        entries.append(_own_entry(result, url, _tagged(result, report.finding_observation(
             result, finding, index, refs)), _search(RESULT_IDS, report.finding_id(result, index))))
     for index, measurement in enumerate(result.measurements, 1):
         url = full_url(result, f"measurement/{index}")
         observations.append(url)
-        entries.append(_entry(url, _tagged(result, report.measurement_observation(
+        entries.append(_own_entry(result, url, _tagged(result, report.measurement_observation(
             result, measurement, index, refs)),
             _search(RESULT_IDS, report.measurement_id(result, index))))
-    entries.append(_entry(full_url(result, "report"), _tagged(
+    entries.append(_own_entry(result, full_url(result, "report"), _tagged(
         result, report.diagnostic_report(result, refs, observations)),
         _search(RESULT_IDS, result.result_id)))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
@@ -107,6 +110,15 @@ def _entry(url: str, resource: JsonObject, if_none_exist: str) -> JsonObject:
     return {"fullUrl": url, "resource": resource,
             "request": {"method": "POST", "url": resource["resourceType"],
                         "ifNoneExist": if_none_exist}}
+
+
+def _own_entry(result: AiResult, url: str, resource: JsonObject, search: str) -> JsonObject:
+    """An entry for a resource that is Radbridge's own: created once, replaced by a
+    revision (conditional update on its business identifier)."""
+    if result.revision == 0:
+        return _entry(url, resource, search)
+    return {"fullUrl": url, "resource": resource,
+            "request": {"method": "PUT", "url": f"{resource['resourceType']}?{search}"}}
 
 
 def _search(system: str, value: str) -> str:

@@ -1,7 +1,10 @@
 """What the model concluded: one Observation per finding and measurement, and the
 DiagnosticReport that gathers them with the draft text.
 
-All are `preliminary`: nobody has reviewed an AI result yet. A finding's Observation says
+All are `preliminary`: nobody has reviewed an AI result yet. A correction stays
+preliminary (FHIR's `corrected` and `amended` are for reports changed after `final`) and
+replaces the earlier resources in place, its text opened by what it corrects; a withdrawn
+result's resources become `entered-in-error`. A finding's Observation says
 present or absent with the same SNOMED codes the ORU uses (Positive / Negative), flags it
 AA / A / N as OBX-8 does, and points at the ImagingStudy it was derived from and at the
 Device (model and version) that produced it. A demonstration model's warning goes into a
@@ -37,6 +40,8 @@ from radbridge.mappings.results import (
     Finding,
     FindingLocation,
     Measurement,
+    ResultStatus,
+    revision_notice,
 )
 
 IMAGING = {"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging",
@@ -101,7 +106,7 @@ def diagnostic_report(result: AiResult, refs: Refs, observations: list[str]) -> 
         "resourceType": "DiagnosticReport",
         "identifier": [identifier(result.result_id)],
         "basedOn": [ref(refs.order)],
-        "status": "preliminary",
+        "status": status(result),
         "category": [RADIOLOGY],
         "code": concept(REPORT_CODE),
         "subject": ref(refs.patient),
@@ -125,9 +130,15 @@ def diagnostic_report(result: AiResult, refs: Refs, observations: list[str]) -> 
     return found
 
 
+def status(result: AiResult) -> str:
+    """The FHIR status of the report and its Observations (see the module docstring)."""
+    return "entered-in-error" if result.status is ResultStatus.WITHDRAWN else "preliminary"
+
+
 def notices(result: AiResult) -> list[str]:
-    """What every reader must see first: preliminary, the model, a demonstration."""
-    lines = [PRELIMINARY_NOTICE]
+    """What every reader must see first: a revision's reason, preliminary, the model, a
+    demonstration."""
+    lines = [*revision_notice(result), PRELIMINARY_NOTICE]
     if result.model.demonstration:
         lines.append(DEMONSTRATION_WARNING)
     lines.append(f"Model: {result.model.label}")
@@ -155,7 +166,7 @@ def _observation(result: AiResult, business_id: str, refs: Refs) -> JsonObject:
     return {
         "resourceType": "Observation",
         "identifier": [identifier(business_id)],
-        "status": "preliminary",
+        "status": status(result),
         "category": [IMAGING],
         "subject": ref(refs.patient),
         "effectiveDateTime": _effective(result),

@@ -21,6 +21,12 @@ One ORDER_OBSERVATION, in this order:
   111003), device identifier, intended use, demonstration warning (local 99RDB codes).
 
 Every OBX has OBX-11 P, OBX-14/19 the result time and OBX-18 the device identifier.
+
+A revision of a result keeps the order's numbers (receivers match on them) and says what
+it is in the result statuses (HL7 tables 0123 and 0085): a correction is OBR-25 C with
+OBX-11 C on every observation, a withdrawal (the order was cancelled after the result
+went out) is OBR-25 X ("no results available; order canceled") with OBX-11 D (delete).
+The report opens with a line saying which, and why. MSH-10 derives from the revision.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ from radbridge.mappings.results import (
     OrderRef,
     PatientRef,
     Provider,
+    ResultStatus,
+    revision_notice,
 )
 
 AccessionField = Literal["OBR-18", "OBR-3"]
@@ -82,6 +90,13 @@ SCORE = Coding("AI-SCORE", LOCAL, "AI model score")
 DEVICE = Coding("AI-DEVICE", LOCAL, "AI device identifier")
 INTENDED_USE = Coding("AI-USE", LOCAL, "AI intended use")
 WARNING = Coding("AI-WARNING", LOCAL, "AI usage warning")
+
+ORDER_STATUS = {ResultStatus.PRELIMINARY: "P", ResultStatus.CORRECTED: "C",
+                ResultStatus.WITHDRAWN: "X"}
+"""OBR-25 per result status (HL7 table 0123)."""
+OBSERVATION_STATUS = {ResultStatus.PRELIMINARY: "P", ResultStatus.CORRECTED: "C",
+                      ResultStatus.WITHDRAWN: "D"}
+"""OBX-11 per result status (HL7 table 0085)."""
 
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _MAX_SET_ID = 9999  # SI: four digits
@@ -126,18 +141,18 @@ def build_oru_r01(
 
 def oru_control_id(result: AiResult) -> str:
     """The MSH-10 `build_oru_r01` gives `result` unless told otherwise."""
-    return derived_control_id("ORU^R01", result.result_id)
+    return derived_control_id("ORU^R01", result.revision_key)
 
 
 def order_segments(result: AiResult, accession_field: AccessionField) -> list[str]:
-    """ORC (RE) and OBR for a preliminary result of `result.order`."""
+    """ORC (RE) and OBR for a result of `result.order`, OBR-25 by its status."""
     order, time = result.order, dtm(result.created_at)
     placer, filler, accession = order_numbers(order, accession_field)
     provider = provider_xcn(order.ordering_provider)
     orc = segment("ORC", {1: "RE", 2: placer, 3: filler, 12: provider})
     obr = segment("OBR", {
         1: "1", 2: placer, 3: filler, 4: coded(order.procedure, "OBR-4"), 7: time,
-        16: provider, 18: accession, 22: time, 24: "RAD", 25: "P",
+        16: provider, 18: accession, 22: time, 24: "RAD", 25: ORDER_STATUS[result.status],
     })
     return [orc, obr]
 
@@ -157,8 +172,9 @@ def observations(result: AiResult, report_format: ReportFormat) -> list[Observat
 
 
 def report_observations(result: AiResult, report_format: ReportFormat) -> list[Observation]:
-    """The draft report, opened by the notices that it is preliminary (and a demo)."""
-    lines = [PRELIMINARY_NOTICE]
+    """The draft report, opened by the notices that it is preliminary (and a demo), and
+    for a revision by what it revises."""
+    lines = [*revision_notice(result), PRELIMINARY_NOTICE]
     if result.model.demonstration:
         lines.append(DEMONSTRATION_WARNING)
     body = text_lines(result.report_text)
@@ -200,8 +216,10 @@ def model_observations(result: AiResult) -> list[Observation]:
 
 
 def obx_segments(result: AiResult, found: Iterable[Observation]) -> list[str]:
-    """Numbered OBX segments, each with status P, the time and the device (OBX-18)."""
+    """Numbered OBX segments, each with the result's status (OBX-11), the time and the
+    device (OBX-18)."""
     time = dtm(result.created_at)
+    status = OBSERVATION_STATUS[result.status]
     device = components(string(result.model.device_identifier, "OBX-18"))
     segments = []
     for set_id, obs in enumerate(found, 1):
@@ -209,7 +227,7 @@ def obx_segments(result: AiResult, found: Iterable[Observation]) -> list[str]:
             raise Hl7EncodingError("OBX-1", f"more than {_MAX_SET_ID} observations")
         segments.append(segment("OBX", {
             1: str(set_id), 2: obs.value_type, 3: coded(obs.code, "OBX-3"), 4: obs.sub_id,
-            5: obs.value, 6: obs.units, 8: obs.abnormal, 11: "P", 14: time, 18: device,
+            5: obs.value, 6: obs.units, 8: obs.abnormal, 11: status, 14: time, 18: device,
             19: time,
         }))
     return segments

@@ -110,7 +110,7 @@ def priority_control_id(result: AiResult, style: PriorityStyle) -> str:
 
 
 def _result_key(result: AiResult, style: PriorityStyle) -> tuple[str, ...]:
-    return ("priority", style, result.result_id)
+    return ("priority", style, result.revision_key)
 
 
 def reason_lines(result: AiResult) -> list[str]:

@@ -75,10 +75,14 @@ Group = PlanarROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitat
 
 
 def render_sr(result: AiResult, evidence: Sequence[Dataset], *, series_number: int = 900,
-              institution: str | None = None) -> Dataset:
+              institution: str | None = None, previous: Sequence[Dataset] = ()) -> Dataset:
     """The TID 1500 Comprehensive 3D SR of `result` against `evidence`, the headers of
     the images the model read (pixel data not needed). SrRenderError when they do not
-    fit (no evidence of the result's study, a finding on an image not in evidence)."""
+    fit (no evidence of the result's study, a finding on an image not in evidence).
+
+    `previous`: the SRs this one replaces (a corrected result after new images), listed
+    in its Predecessor Documents Sequence so that a PACS or viewer knows which is current.
+    """
     ordered = [concepts.fit_patient(ds) for ds in _study_first(result, evidence)]
     images = {str(ds.SOPInstanceUID): ds for ds in ordered}
     groups: list[Group] = [_finding_group(result, f, images) for f in result.findings]
@@ -96,12 +100,13 @@ def render_sr(result: AiResult, evidence: Sequence[Dataset], *, series_number: i
     try:
         document = Comprehensive3DSR(
             evidence=ordered, content=root,
-            series_instance_uid=concepts.derived_uid(result.result_id, "sr-series"),
+            series_instance_uid=concepts.derived_uid(result.revision_key, "sr-series"),
             series_number=series_number,
-            sop_instance_uid=concepts.derived_uid(result.result_id, "sr"),
+            sop_instance_uid=concepts.derived_uid(result.revision_key, "sr"),
             instance_number=1, manufacturer=concepts.MANUFACTURER,
             is_complete=True, is_final=False, is_verified=False,
             institution_name=institution, requested_procedures=[_request(result)],
+            previous_versions=list(previous) or None,
             series_description=concepts.series_description(result.model, "SR"),
             content_date=created.date(), content_time=created.time().replace(tzinfo=None),
             series_date=created.date(), series_time=created.time().replace(tzinfo=None),
