@@ -5,7 +5,10 @@ How the answer is judged (`judge`):
 
 - 2xx: sent. The detail counts the entries' statuses ("HTTP 200: 8 entries, 201 x8");
   the response kept is the transaction-response reduced to statuses and locations.
-  A batch-response whose entries failed is judged like the worst of those entries.
+  A batch-response whose entries failed is judged like the worst of those entries, and
+  so is a transaction-response with failed entries (a server that runs a transaction
+  entry by entry without rollback, as Medplum does without strict isolation, answers
+  200 with the failures inside).
 - 408, 409, 425, 429 and 5xx, a timeout, a refused or broken connection: transient,
   the outbox retries with backoff until its policy gives up.
 - any other 4xx (400 and 422 with an OperationOutcome above all): permanent, the
@@ -74,7 +77,7 @@ def judge(answer: FhirAnswer) -> SendResult:
     """Sent, or the most specific DeliveryError for the server's answer (see module)."""
     status, body = answer.status, answer.body
     if 200 <= status < 300:
-        failed = failed_entries(body) if _is_batch_response(body) else []
+        failed = failed_entries(body) if _has_entries(body) else []
         if failed:
             _raise_for_entries(status, failed)
         counts = entry_statuses(body)
@@ -88,8 +91,9 @@ def judge(answer: FhirAnswer) -> SendResult:
     raise PermanentDeliveryError(f"FHIR server rejected the Bundle (HTTP {status}): {issues}")
 
 
-def _is_batch_response(body: object) -> bool:
-    return isinstance(body, dict) and body.get("type") == "batch-response"
+def _has_entries(body: object) -> bool:
+    return isinstance(body, dict) and body.get("type") in ("batch-response",
+                                                           "transaction-response")
 
 
 def _raise_for_entries(status: int, failed: list[tuple[int, str, str]]) -> None:
@@ -97,8 +101,8 @@ def _raise_for_entries(status: int, failed: list[tuple[int, str, str]]) -> None:
                      for position, code, issues in failed[:5])
     codes = [int(code) if code.isdigit() else 500 for _, code, _ in failed]
     if any(code in TRANSIENT_STATUSES or code >= 500 for code in codes):
-        raise TransientDeliveryError(f"FHIR batch HTTP {status}, entries failed: {text}")
-    raise PermanentDeliveryError(f"FHIR batch HTTP {status}, entries rejected: {text}")
+        raise TransientDeliveryError(f"FHIR Bundle HTTP {status}, entries failed: {text}")
+    raise PermanentDeliveryError(f"FHIR Bundle HTTP {status}, entries rejected: {text}")
 
 
 @destination_type("fhir")

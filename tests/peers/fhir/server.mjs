@@ -96,9 +96,11 @@ function validateBody(body) {
 }
 
 class ValidatingRepository extends MemoryRepository {
-  createResourceSync(resource, options) {
+  // Every argument passes through: the third (allow an update) is how MemoryRepository's
+  // updateResource writes over an existing id.
+  createResourceSync(resource, ...rest) {
     validate(resource);
-    return super.createResourceSync(resource, options);
+    return super.createResourceSync(resource, ...rest);
   }
 
   async updateResource(resource, options) {
