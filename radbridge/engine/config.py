@@ -357,7 +357,9 @@ class ResultsDestination(DestinationBase):
     it, as the result JSON, to `results_channel` (whose channels render the priority
     update, the ORU and the FHIR Bundle), and the DICOM SR (and a SEG where the model
     gave a heat map) to `pacs_channel`. A study not yet linked to an order waits: the
-    delivery is retried until correlation (or a person) links it."""
+    delivery is retried until correlation (or a person) links it. What was sent is kept
+    (radbridge.engine.results.ledger): new images, a cancelled order or a patient change
+    later send a corrected or withdrawn revision to the same channels."""
 
     type: Literal["results"]
     results_channel: Name
@@ -366,6 +368,10 @@ class ResultsDestination(DestinationBase):
     """The PACS's DICOMweb base URL, given to the EHR in the FHIR ImagingStudy."""
     segmentation: bool = True
     """Also a DICOM SEG of the heat map for positive findings, beside the SR."""
+    correct_on_patient_change: bool = True
+    """Send a corrected result when the patient's identity it was sent with changes
+    after it went out: new demographics (ADT A08, or any ADT carrying them) or a merge
+    into another patient (A40)."""
 
 
 class TritonServer(StrictModel):

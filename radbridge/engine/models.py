@@ -596,3 +596,54 @@ class InferenceRun(Base):
 
 
 INFERENCE_RUNS = cast(Table, InferenceRun.__table__)
+
+
+# --- results: what was sent, so that later changes can correct or withdraw it ---------
+
+
+class PublishedResult(Base):
+    """One AI result (per study, order and model) as its receivers hold it: the run
+    last sent, the revision, whether it stands or was withdrawn, the DICOM objects the
+    PACS was sent, and the channels its revisions go to.
+
+    `pending` ('withdraw' or 'correct', with `pending_reason`) is set in the transaction
+    that changed the facts (an order cancelled, a patient updated or merged) and cleared
+    when the revision has been handed on: a crash in between leaves it set, and the next
+    pass sends the same revision (same ids), so a change is never lost or sent twice.
+    `patient_digest` is a SHA-256 of the identity the result was sent with, so that a
+    demographic update that changes nothing sent is not a correction."""
+
+    __tablename__ = "published_results"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    result_key: Mapped[str] = mapped_column(String(200), unique=True)
+    result_id: Mapped[str] = mapped_column(String(64))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
+    model_name: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int] = mapped_column(ForeignKey("inference_runs.id"))
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="sent")
+    pending: Mapped[str | None] = mapped_column(String(16))
+    pending_reason: Mapped[str | None] = mapped_column(String(200))
+    patient_digest: Mapped[str] = mapped_column(String(64))
+    results_channel: Mapped[str] = mapped_column(String(64))
+    pacs_channel: Mapped[str | None] = mapped_column(String(64))
+    pacs_endpoint: Mapped[str | None] = mapped_column(Text)
+    correct_on_patient_change: Mapped[bool] = mapped_column(Boolean, default=True)
+    dicom_objects: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """The SR/SEG of the current revision: kind, SOP class and instance UIDs, blob."""
+    superseded_objects: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """The SR/SEG of the revision before, which the current one replaces (the new SR
+    names them as predecessors; a rejection note tells the PACS to hide them)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index(None, "order_id"),
+        Index(None, "study_uid"),
+        Index(None, "pending", "id"),
+    )
+
+
+PUBLISHED_RESULTS = cast(Table, PublishedResult.__table__)

@@ -35,6 +35,23 @@ def channels(hl7_port: int, dicom_port: int) -> str:
     return "\n---\n".join((hl7_in, dicom, *rest))
 
 
+def send_ordered_head_ct(port: int, folder: Path) -> None:
+    """The head CT (with a haemorrhage) that orm_o01_nw.hl7 orders, over C-STORE."""
+    study = generate_study("ich-ct", positive=True, seed=4242, study_uid=ORDERED_STUDY,
+                           accession="ACC26120001",
+                           patient=PatientInfo(patient_id="MRN100999", issuer="NORTHWIND",
+                                               name="TRAUMA^ZULU", sex="U",
+                                               birth_date="19700101"))
+    folder.mkdir()
+    files = []
+    for index, dataset in enumerate(study.datasets):
+        path = folder / f"{index:04d}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        files.append(path)
+    sent = dcmtk.storescu("127.0.0.1", port, files, "RADBRIDGE")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+
+
 def outbox(node, folder: str, pattern: str) -> list[Path]:
     return sorted((node.data_dir / "outbox" / folder).glob(pattern))
 
@@ -45,20 +62,7 @@ def test_an_ordered_head_ct_reaches_the_ris_the_ehr_and_the_pacs(spawn: Spawn,
     node = spawn(channel_yaml=channels(hl7_port, dicom_port),
                  database_url=f"sqlite:///{tmp_path / 'store.db'}", node_id="flow").start()
     send_hl7(hl7_port, "adt_a04_register", "orm_o01_nw", tmp=tmp_path)
-    study = generate_study("ich-ct", positive=True, seed=4242, study_uid=ORDERED_STUDY,
-                           accession="ACC26120001",
-                           patient=PatientInfo(patient_id="MRN100999", issuer="NORTHWIND",
-                                               name="TRAUMA^ZULU", sex="U",
-                                               birth_date="19700101"))
-    folder = tmp_path / "study"
-    folder.mkdir()
-    files = []
-    for index, dataset in enumerate(study.datasets):
-        path = folder / f"{index:04d}.dcm"
-        dataset.save_as(path, enforce_file_format=True)
-        files.append(path)
-    sent = dcmtk.storescu("127.0.0.1", dicom_port, files, "RADBRIDGE")
-    assert sent.returncode == 0, sent.stdout + sent.stderr
+    send_ordered_head_ct(dicom_port, tmp_path / "study")
 
     wait_until(lambda: len(outbox(node, "pacs", "*.dcm")) >= 2, 120, "the SR and the SEG")
     wait_until(lambda: outbox(node, "ehr", "*.json") and len(outbox(node, "ris", "*.hl7")) >= 2,

@@ -32,6 +32,8 @@ class ApplyResult:
     """What changed, by action; ids only, no PHI."""
     orders: tuple[int, ...] = ()
     """Ids of the orders the message created or changed."""
+    patients: tuple[int, ...] = ()
+    """Ids of the patients an ADT message created, updated or merged into."""
 
 
 def apply_event(session: Session, event: PatientEvent | OrderEvent, ref: MessageRef,
@@ -46,19 +48,22 @@ def apply_event(session: Session, event: PatientEvent | OrderEvent, ref: Message
     session.flush()
     changes = Changes(ref, message_type)
     orders: tuple[int, ...] = ()
+    patients: tuple[int, ...] = ()
     if isinstance(event, PatientEvent):
-        _apply_patient_event(session, event, changes)
+        patients = (_apply_patient_event(session, event, changes),)
     else:
         orders = _apply_order_event(session, event, changes)
     audit.append(session, changes.records, chain)
-    return ApplyResult(True, changes.summary(), orders)
+    return ApplyResult(True, changes.summary(), orders, patients)
 
 
-def _apply_patient_event(session: Session, event: PatientEvent, changes: Changes) -> None:
+def _apply_patient_event(session: Session, event: PatientEvent, changes: Changes) -> int:
     patient = resolve_patient(session, event.patient, changes, update_demographics=True)
     if event.trigger is AdtTrigger.MERGE:
         merge(session, patient, event.prior_identifiers, changes)
     apply_visit(session, event, patient, changes)
+    session.flush()
+    return patient.id
 
 
 def _apply_order_event(session: Session, event: OrderEvent, changes: Changes

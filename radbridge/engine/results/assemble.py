@@ -7,8 +7,9 @@ A study not yet linked to any order has no result yet: `NotLinked` says so, and 
 delivery that asked waits (the results destination retries it) until correlation links
 the study, or a person decides in the reconciliation queue. A study decided to have no
 order (rejected), or whose orders were all cancelled or discontinued before its results
-went out, gets `NoOrder`: nothing goes to the RIS or the EHR. (Results already sent when
-an order is cancelled are not yet retracted.)
+went out, gets `NoOrder`: nothing goes to the RIS or the EHR. Results already sent when
+an order is cancelled are withdrawn by a revision (ledger.py, revisions.py), assembled
+here by `source_of` whatever the order's status.
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ def results_for(session: Session, study_uid: str, version: int, *,
     return sources
 
 
+def source_of(session: Session, run_id: int, order_id: int, *,
+              endpoint: str | None = None) -> ResultSource:
+    """The result of one run for one order as it stands now (the order's status aside):
+    what a correction or a withdrawal of an earlier result is rendered from."""
+    run = session.get_one(InferenceRun, run_id)
+    order = session.get_one(Order, order_id)
+    patient = follow_merges(session, session.get_one(Patient, order.patient_id))
+    study = _study_record(session, run.study_uid, endpoint)
+    return ResultSource(_result(run, order, patient, study), run.id, order.id, run.use_case,
+                        run.heatmap_sha256, run.grid)
+
+
 def _linked_orders(session: Session, study_uid: str) -> list[Order]:
     linked = list(session.execute(
         select(Order).join(StudyOrderLink, StudyOrderLink.order_id == Order.id)
@@ -128,12 +141,9 @@ def _result(run: InferenceRun, order: Order, patient: Patient,
     accession = order.accession or order.filler_number or order.placer_number
     if not accession:
         raise NoOrder(f"order {order.id} has no accession, filler or placer number")
-    family, given = _family_given(patient.name)
     return AiResult(
         result_id=result_id(run.id, order.id),
-        patient=PatientRef(identifier=patient.identifier, issuer=patient.issuer or "UNKNOWN",
-                           family=family or None, given=given or None,
-                           birth_date=patient.birth_date, sex=_sex(patient.sex)),
+        patient=patient_ref(patient),
         order=OrderRef(
             accession=accession, accession_issuer=order.accession_issuer or None,
             procedure=Coding(order.procedure_code or "UNKNOWN",
@@ -148,6 +158,14 @@ def _result(run: InferenceRun, order: Order, patient: Patient,
         findings=findings, measurements=measurements,
         report_text=draft_report(run.use_case, model, findings, measurements),
         series_uids=(run.series_uid,) if run.series_uid else (), study=study)
+
+
+def patient_ref(patient: Patient) -> PatientRef:
+    """The patient as results carry it (the surviving record after merges)."""
+    family, given = _family_given(patient.name)
+    return PatientRef(identifier=patient.identifier, issuer=patient.issuer or "UNKNOWN",
+                      family=family or None, given=given or None,
+                      birth_date=patient.birth_date, sex=_sex(patient.sex))
 
 
 def _findings(run: InferenceRun) -> tuple[tuple[Finding, ...], tuple[Measurement, ...]]:

@@ -1,12 +1,12 @@
 """The `results` destination: on the channel inference announces finished studies to,
-each study version's results are assembled (assemble.py) and handed on as messages:
-the result JSON to `results_channel` (emergent ones first: the worklist priority update
-must not wait behind anything slower), then the DICOM SR and SEG to `pacs_channel`.
+each study version's results are assembled (assemble.py), recorded in the results
+ledger (ledger.py: the first time as revision 0, a newer study version as a correction
+of what was sent before) and handed on (handing.py): the result JSON to
+`results_channel` (emergent ones first: the worklist priority update must not wait
+behind anything slower), then the DICOM SR and SEG to `pacs_channel`.
 
-Handing on is receiving on another channel with a dedup key per result (and per SOP
-Instance UID for DICOM objects), so a delivery tried again after a crash hands on
-nothing twice. A study not linked to an order yet is a transient failure ("held"): the
-outbox tries again with its backoff until correlation links it.
+A study not linked to an order yet is a transient failure ("held"): the outbox tries
+again with its backoff until correlation links it.
 """
 
 from __future__ import annotations
@@ -14,23 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import replace
 
 from radbridge.engine.adapters import AdapterContext, Destination, SendResult, destination_type
 from radbridge.engine.config import ResultsDestination
 from radbridge.engine.outbox import OutboundDelivery
-from radbridge.engine.receiver import Inbound
+from radbridge.engine.results import ledger
 from radbridge.engine.results.assemble import NoOrder, NotLinked, ResultSource, results_for
-from radbridge.engine.results.dicom_outputs import DicomOutput, dicom_outputs
+from radbridge.engine.results.dicom_outputs import DicomOutput
+from radbridge.engine.results.handing import Route, hand_on_dicom, hand_on_result
 from radbridge.errors import PermanentDeliveryError, TransientDeliveryError
-from radbridge.inference.overlay import OverlayError
-from radbridge.mappings.results import result_to_json
-from radbridge.mappings.sr.errors import SrRenderError
 
 log = logging.getLogger(__name__)
-
-RESULT_CONTENT_TYPE = "application/vnd.radbridge.result+json"
-DICOM_CONTENT_TYPE = "application/dicom"
-
 
 class ResultsPublisher:
     def __init__(self, config: ResultsDestination, context: AdapterContext) -> None:
@@ -47,23 +42,29 @@ class ResultsPublisher:
             raise PermanentDeliveryError(f"not sent: {exc}") from exc
         # emergent first: the priority update is rendered from the first message
         sources.sort(key=lambda s: not s.result.emergent_findings)
+        route = Route(self._config.results_channel, self._config.pacs_channel,
+                      f"results:{delivery.channel}/{self._config.name}")
+        published = []
         for source in sources:
-            await self._hand_on_result(source, delivery)
+            publication = await asyncio.to_thread(self._publish, source)
+            if publication is None:
+                continue  # a newer version of the study has been sent since
+            result = replace(source.result, result_id=publication.result_id,
+                             revision=publication.revision, status=publication.status,
+                             revision_reason=publication.reason)
+            await hand_on_result(self._context, result, source.run_id, route)
+            published.append((source, result, publication))
         objects = 0
-        if self._config.pacs_channel is not None:
-            for source in sources:
-                try:
-                    made = await asyncio.to_thread(
-                        dicom_outputs, self._context.database, self._context.blobs, source,
-                        segmentation=self._config.segmentation)
-                except (SrRenderError, OverlayError) as exc:
-                    raise PermanentDeliveryError(
-                        f"results handed on; the DICOM rendering of {source.result.result_id} "
-                        f"failed: {exc}") from exc
-                for output in made:
-                    await self._hand_on_object(output, source, delivery)
-                objects += len(made)
-        return SendResult(detail=f"{len(sources)} result(s), {objects} DICOM object(s)")
+        for source, result, publication in published:
+            made = await hand_on_dicom(self._context, source, result, route,
+                                       segmentation=self._config.segmentation,
+                                       superseded=publication.superseded)
+            await asyncio.to_thread(self._settle_objects, publication, made)
+            objects += len(made)
+        revised = sum(1 for *_, p in published if p.revision)
+        return SendResult(detail=f"{len(published)} result(s)"
+                          + (f" ({revised} correcting earlier ones)" if revised else "")
+                          + f", {objects} DICOM object(s)")
 
     async def close(self) -> None:
         return None
@@ -73,33 +74,19 @@ class ResultsPublisher:
             return results_for(session, study_uid, version,
                                endpoint=self._config.pacs_endpoint)
 
-    async def _hand_on_result(self, source: ResultSource, delivery: OutboundDelivery) -> None:
-        result = source.result
-        await self._context.receive(Inbound(
-            channel=self._config.results_channel, content_type=RESULT_CONTENT_TYPE,
-            source=f"results:{delivery.channel}/{self._config.name}",
-            content=json.dumps(result_to_json(result)).encode(),
-            dedup_key=f"result/{result.result_id}",
-            patient_id=result.patient.identifier, accession=result.order.accession,
-            study_uid=result.study_uid,
-            metadata={"result_id": result.result_id, "model": result.model.name,
-                      "model_version": result.model.version, "run_id": str(source.run_id),
-                      "emergent": "true" if result.emergent_findings else "false",
-                      "demonstration": "true" if result.model.demonstration else "false"}))
+    def _publish(self, source: ResultSource) -> ledger.Publication | None:
+        with self._context.database.write() as session:
+            return ledger.publish(session, source, self._config, chain=self._chain)
 
-    async def _hand_on_object(self, output: DicomOutput, source: ResultSource,
-                              delivery: OutboundDelivery) -> None:
-        assert self._config.pacs_channel is not None
-        result = source.result
-        await self._context.receive(Inbound(
-            channel=self._config.pacs_channel, content_type=DICOM_CONTENT_TYPE,
-            source=f"results:{delivery.channel}/{self._config.name}", blob=output.blob,
-            dedup_key=f"dicom/{output.sop_instance_uid}",
-            patient_id=result.patient.identifier, accession=result.order.accession,
-            study_uid=result.study_uid,
-            metadata={"result_id": result.result_id, "kind": output.kind,
-                      "sop_instance_uid": output.sop_instance_uid,
-                      "sop_class_uid": output.sop_class_uid}))
+    def _settle_objects(self, publication: ledger.Publication, made: list[DicomOutput]
+                        ) -> None:
+        with self._context.database.write() as session:
+            ledger.settle_objects(session, publication.row_id, publication.revision,
+                                  [output.as_record() for output in made])
+
+    @property
+    def _chain(self) -> str:
+        return f"{self._context.node_id}/results"
 
     def _finished_study(self, delivery: OutboundDelivery) -> tuple[str, int]:
         content = b"".join(self._context.content_chunks(delivery))
