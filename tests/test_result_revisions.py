@@ -26,6 +26,7 @@ from radbridge.engine.outbox import OutboundDelivery
 from radbridge.engine.receiver import Inbound, Receipt
 from radbridge.engine.registry.destination import RegistrySink
 from radbridge.engine.results.destination import ResultsPublisher
+from radbridge.errors import TransientDeliveryError
 from radbridge.mappings.results import AiResult, ResultStatus, result_from_json
 from tests.engine_harness import channel, harness
 from tests.inference_support import index_series, make_cards, service
@@ -269,3 +270,45 @@ def test_new_images_correct_the_result_and_replace_what_the_pacs_holds(h, tmp_pa
     with h.database.read() as session:
         assert session.execute(select(AuditEvent.action).where(
             AuditEvent.action == "result.corrected")).scalars().all() == ["result.corrected"]
+
+
+def test_study_only_results_go_out_at_once_and_are_corrected_when_the_order_comes(
+        h, tmp_path, recorder):
+    cards = make_cards(tmp_path)
+    study_uid = index_series(h, tmp_path / "study", patient_id="MRN100999",
+                             AccessionNumber=ACCESSION)  # the modality's own Study UID
+    run_models(h, cards, study_uid, 1)
+    _correlate(h, study_uid)  # no order yet: unmatched
+    sent = asyncio.run(publisher(h, tmp_path, recorder, unlinked="study-only").send(
+        finished(study_uid, 1)))
+    assert sent.detail.startswith("1 result(s)")
+    result, sr, _seg = recorder.take()
+    first = result_of(result)
+    assert first.result_id.endswith("-s") and first.order.accession == ACCESSION
+    assert (first.order.procedure.code, first.order.placer_number) == ("UNKNOWN", None)
+    assert first.patient.identifier == "MRN100999"
+    assert sr.metadata["kind"] == "sr"
+    assert ledger_row(h).order_id is None
+    # the order arrives over the registry: linked by accession, the result corrected
+    asyncio.run(registry(h, tmp_path, recorder).send(hl7_delivery("orm_o01_nw", "nw-1")))
+    [revised] = recorder.take()
+    corrected = result_of(revised)
+    assert (corrected.result_id, corrected.revision, corrected.status) == (
+        first.result_id, 1, ResultStatus.CORRECTED)
+    assert corrected.revision_reason == "linked to its order"
+    assert (corrected.order.placer_number, corrected.order.procedure.code) == (
+        "PLC5001", "CTHEADWO")
+    row = ledger_row(h)
+    assert row.order_id is not None and row.result_key.endswith(f"/{row.order_id}/toy-ct")
+
+
+def test_study_only_holds_a_study_whose_header_has_no_accession(h, tmp_path, recorder):
+    cards = make_cards(tmp_path)
+    study_uid = index_series(h, tmp_path / "study", patient_id="MRN100999",
+                             AccessionNumber="")
+    run_models(h, cards, study_uid, 1)
+    _correlate(h, study_uid)
+    with pytest.raises(TransientDeliveryError, match="lacks the PatientID or AccessionNumber"):
+        asyncio.run(publisher(h, tmp_path, recorder, unlinked="study-only").send(
+            finished(study_uid, 1)))
+    assert recorder.take() == []

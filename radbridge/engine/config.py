@@ -368,6 +368,10 @@ class ResultsDestination(DestinationBase):
     """The PACS's DICOMweb base URL, given to the EHR in the FHIR ImagingStudy."""
     segmentation: bool = True
     """Also a DICOM SEG of the heat map for positive findings, beside the SR."""
+    unlinked: Literal["hold", "study-only"] = "hold"
+    """A study not linked to an order yet: `hold` its results until it is (the default),
+    or send them at once as `study-only` (the patient and accession from the images'
+    own header), followed by a correction with the order once the study is linked."""
     correct_on_patient_change: bool = True
     """Send a corrected result when the patient's identity it was sent with changes
     after it went out: new demographics (ADT A08, or any ADT carrying them) or a merge

@@ -619,7 +619,8 @@ class PublishedResult(Base):
     result_key: Mapped[str] = mapped_column(String(200), unique=True)
     result_id: Mapped[str] = mapped_column(String(64))
     study_uid: Mapped[str] = mapped_column(String(64))
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    """None for a result sent before its study was linked (`unlinked: study-only`)."""
     model_name: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[int] = mapped_column(ForeignKey("inference_runs.id"))
     revision: Mapped[int] = mapped_column(Integer, default=0)

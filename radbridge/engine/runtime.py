@@ -36,11 +36,15 @@ from radbridge.engine.outbox import OutboundDelivery, Outbox, OutboxWriter
 from radbridge.engine.pipeline import ChannelPipeline
 from radbridge.engine.processor import Processor
 from radbridge.engine.receiver import GroupCommitter, Inbound, Receipt
+from radbridge.engine.results.revisions import send_pending
 from radbridge.engine.settings import Settings
 from radbridge.errors import UnknownChannel
 
 log = logging.getLogger(__name__)
 
+
+REVISIONS_INTERVAL = 2.0
+"""Seconds between passes over the result revisions still pending."""
 
 Role = Literal["all", "ingest", "process"]
 """What a node runs; `radbridge run --split` runs "ingest" and "process" side by side."""
@@ -136,6 +140,8 @@ class Node:
         self._tasks.append(asyncio.create_task(self._process_loop(), name="processor"))
         if self.assembler.active:
             self._tasks.append(asyncio.create_task(self._assembly_loop(), name="assembly"))
+        if any(d.type == "results" for c in self.channels.values() for d in c.destinations):
+            self._tasks.append(asyncio.create_task(self._revisions_loop(), name="revisions"))
         self._tasks += [asyncio.create_task(w.run(), name=f"deliver:{w.channel}/{w.config.name}")
                         for w in self.workers]
 
@@ -193,6 +199,18 @@ class Node:
                 log.exception("study assembly failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+
+    async def _revisions_loop(self) -> None:
+        """Hand on the result revisions that decisions outside a delivery owe (a study
+        linked by hand through the API or CLI), and any a crash left pending."""
+        origin = f"node:{self.node_id}/revisions"
+        while not self._stopping.is_set():
+            try:
+                await send_pending(self.context, origin=origin)
+            except Exception:  # the store is down or a channel missing: log, try again
+                log.exception("handing on result revisions failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=REVISIONS_INTERVAL)
 
     def _hand_over(self, deliveries: list[OutboundDelivery]) -> None:
         grouped: dict[tuple[str, str], list[OutboundDelivery]] = {}

@@ -15,6 +15,7 @@ from radbridge.engine.correlation.service import (
     correlate_study,
 )
 from radbridge.engine.outbox import OutboundDelivery
+from radbridge.engine.results.revisions import send_pending
 from radbridge.errors import PermanentDeliveryError
 from radbridge.mappings.correlation import Rule
 
@@ -29,7 +30,11 @@ class Correlator:
         self._name = config.name
 
     async def send(self, delivery: OutboundDelivery) -> SendResult:
-        return await asyncio.to_thread(self.apply, delivery)
+        decided = await asyncio.to_thread(self.apply, delivery)
+        # a link may have adopted study-only results: their corrections go out now
+        await send_pending(self._context,
+                           origin=f"correlation:{delivery.channel}/{delivery.destination}")
+        return decided
 
     async def close(self) -> None:
         return None

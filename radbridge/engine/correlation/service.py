@@ -7,7 +7,8 @@ Every decision is an audit event in the caller's transaction:
   the same verdict again only refreshes it, a new verdict replaces it;
 - rejected by hand: the item is closed with who and why (`correlation.rejected`).
 Links are only added here, never removed: undoing a link belongs to the changes after
-the fact (cancelled orders, merges), which are separate decisions.
+the fact (cancelled orders, merges), which are separate decisions. A new link adopts the
+study's study-only results, if any were sent, for a correction (results.ledger.adopt).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from radbridge.engine.models import (
     StudyOrderLink,
     utcnow,
 )
+from radbridge.engine.results import ledger
 from radbridge.errors import NotFound, RadbridgeError
 from radbridge.mappings.correlation import (
     DEFAULT_RULES,
@@ -168,6 +170,8 @@ def _link(session: Session, study_uid: str, matches: Sequence[Match], actor: str
             detail={"order_id": match.order_id, "rule": rule,
                     "confidence": match.confidence, "reason": match.reason}))
     session.flush()
+    if events:  # results sent before the link (study-only) now owe a correction
+        ledger.adopt(session, study_uid)
     return events
 
 

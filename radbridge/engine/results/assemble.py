@@ -73,28 +73,39 @@ class ResultSource:
 
     result: AiResult
     run_id: int
-    order_id: int
+    order_id: int | None
+    """None for a study-only result (sent before the study was linked)."""
     use_case: str
     heatmap_sha256: str | None
     grid: dict[str, Any] | None
 
 
 def results_for(session: Session, study_uid: str, version: int, *,
-                endpoint: str | None = None) -> list[ResultSource]:
-    """The results of the study version's finished runs, one per run and linked order."""
+                endpoint: str | None = None, study_only: bool = False
+                ) -> list[ResultSource]:
+    """The results of the study version's finished runs, one per run and linked order;
+    for a study not linked yet, NotLinked, or with `study_only` one per run identified
+    by the study's own header (see `_study_only`)."""
     runs = session.execute(select(InferenceRun).where(
         InferenceRun.study_uid == study_uid, InferenceRun.study_version == version,
         InferenceRun.status == "done").order_by(InferenceRun.id)).scalars().all()
     if not runs:
         return []
-    orders = _linked_orders(session, study_uid)
     study = _study_record(session, study_uid, endpoint)
+    try:
+        orders = _linked_orders(session, study_uid)
+    except NotLinked:
+        if not study_only:
+            raise
+        header_patient, header_order = _study_only(session, study_uid)
+        return [_source(run, f"rb-{run.id}-s", header_patient, header_order, None, study)
+                for run in runs]
     sources = []
     for order in orders:
         patient = follow_merges(session, session.get_one(Patient, order.patient_id))
         for run in runs:
-            sources.append(ResultSource(_result(run, order, patient, study), run.id, order.id,
-                                        run.use_case, run.heatmap_sha256, run.grid))
+            sources.append(_source(run, result_id(run.id, order.id), patient_ref(patient),
+                                   _order_ref(order), order.id, study))
     return sources
 
 
@@ -106,8 +117,34 @@ def source_of(session: Session, run_id: int, order_id: int, *,
     order = session.get_one(Order, order_id)
     patient = follow_merges(session, session.get_one(Patient, order.patient_id))
     study = _study_record(session, run.study_uid, endpoint)
-    return ResultSource(_result(run, order, patient, study), run.id, order.id, run.use_case,
-                        run.heatmap_sha256, run.grid)
+    return _source(run, result_id(run.id, order.id), patient_ref(patient), _order_ref(order),
+                   order.id, study)
+
+
+def _source(run: InferenceRun, identifier: str, patient: PatientRef, order: OrderRef,
+            order_id: int | None, study: StudyRecord) -> ResultSource:
+    return ResultSource(_result(run, identifier, patient, order, study), run.id, order_id,
+                        run.use_case, run.heatmap_sha256, run.grid)
+
+
+def _study_only(session: Session, study_uid: str) -> tuple[PatientRef, OrderRef]:
+    """The patient and the accession as the study's own header gives them, for a result
+    sent before the study is linked; NotLinked (held) when the header lacks either."""
+    study = session.execute(select(DicomStudy).where(DicomStudy.study_uid == study_uid)
+                            ).scalar_one_or_none()
+    if study is None or not study.patient_id or not study.accession:
+        raise NotLinked(f"study {study_uid} is not linked to an order yet, and its header "
+                        "lacks the PatientID or AccessionNumber a study-only result needs")
+    family, given = _family_given(study.patient_name)
+    patient = PatientRef(identifier=study.patient_id,
+                         issuer=study.issuer_of_patient_id or "UNKNOWN",
+                         family=family, given=given,
+                         birth_date=dicom_date(study.patient_birth_date),
+                         sex=_sex((study.patient_sex or "").upper()[:1]))
+    order = OrderRef(accession=study.accession, accession_issuer=study.accession_issuer,
+                     procedure=Coding("UNKNOWN", LOCAL_SYSTEM,
+                                      (study.study_description or "")[:200]))
+    return patient, order
 
 
 def _linked_orders(session: Session, study_uid: str) -> list[Order]:
@@ -132,32 +169,34 @@ def result_id(run_id: int, order_id: int) -> str:
     return f"rb-{run_id}-{order_id}"
 
 
-def _result(run: InferenceRun, order: Order, patient: Patient,
+def _result(run: InferenceRun, identifier: str, patient: PatientRef, order: OrderRef,
             study: StudyRecord) -> AiResult:
     model = ModelIdentity(name=run.model_name, version=run.model_version,
                           device_identifier=run.device_identifier,
                           intended_use=run.intended_use, demonstration=run.demonstration)
     findings, measurements = _findings(run)
-    accession = order.accession or order.filler_number or order.placer_number
-    if not accession:
-        raise NoOrder(f"order {order.id} has no accession, filler or placer number")
     return AiResult(
-        result_id=result_id(run.id, order.id),
-        patient=patient_ref(patient),
-        order=OrderRef(
-            accession=accession, accession_issuer=order.accession_issuer or None,
-            procedure=Coding(order.procedure_code or "UNKNOWN",
-                             order.procedure_system or LOCAL_SYSTEM,
-                             order.procedure_display or ""),
-            placer_number=order.placer_number, filler_number=order.filler_number,
-            priority=_priority(order.priority),
-            ordering_provider=None if not (order.ordering_provider_id
-                                           or order.ordering_provider_name)
-            else _provider(order.ordering_provider_id, order.ordering_provider_name)),
-        study_uid=run.study_uid, model=model, created_at=run.updated_at.astimezone(UTC),
+        result_id=identifier, patient=patient, order=order, study_uid=run.study_uid,
+        model=model, created_at=run.updated_at.astimezone(UTC),
         findings=findings, measurements=measurements,
         report_text=draft_report(run.use_case, model, findings, measurements),
         series_uids=(run.series_uid,) if run.series_uid else (), study=study)
+
+
+def _order_ref(order: Order) -> OrderRef:
+    """The order as results carry it (NoOrder when it has no number to be found by)."""
+    accession = order.accession or order.filler_number or order.placer_number
+    if not accession:
+        raise NoOrder(f"order {order.id} has no accession, filler or placer number")
+    return OrderRef(
+        accession=accession, accession_issuer=order.accession_issuer or None,
+        procedure=Coding(order.procedure_code or "UNKNOWN",
+                         order.procedure_system or LOCAL_SYSTEM, order.procedure_display or ""),
+        placer_number=order.placer_number, filler_number=order.filler_number,
+        priority=_priority(order.priority),
+        ordering_provider=None if not (order.ordering_provider_id
+                                       or order.ordering_provider_name)
+        else _provider(order.ordering_provider_id, order.ordering_provider_name))
 
 
 def patient_ref(patient: Patient) -> PatientRef:

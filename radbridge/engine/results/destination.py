@@ -72,7 +72,8 @@ class ResultsPublisher:
     def _assemble(self, study_uid: str, version: int) -> list[ResultSource]:
         with self._context.database.read() as session:
             return results_for(session, study_uid, version,
-                               endpoint=self._config.pacs_endpoint)
+                               endpoint=self._config.pacs_endpoint,
+                               study_only=self._config.unlinked == "study-only")
 
     def _publish(self, source: ResultSource) -> ledger.Publication | None:
         with self._context.database.write() as session:

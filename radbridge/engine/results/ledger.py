@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from radbridge.engine import audit
 from radbridge.engine.config import ResultsDestination
-from radbridge.engine.models import Order, Patient, PublishedResult, utcnow
+from radbridge.engine.models import Order, Patient, PublishedResult, StudyOrderLink, utcnow
 from radbridge.engine.registry.patients import follow_merges
 from radbridge.engine.results.assemble import WITHDRAWN, ResultSource, patient_ref
 from radbridge.mappings.results import AiResult, PatientRef, ResultStatus
@@ -50,8 +50,9 @@ class Publication:
     """The DICOM objects of the revision before (to name as predecessors and reject)."""
 
 
-def result_key(study_uid: str, order_id: int, model_name: str) -> str:
-    return f"{study_uid}/{order_id}/{model_name}"
+def result_key(study_uid: str, order_id: int | None, model_name: str) -> str:
+    """One result per study, order ('-' before the study is linked) and model."""
+    return f"{study_uid}/{'-' if order_id is None else order_id}/{model_name}"
 
 
 def patient_digest(patient: PatientRef) -> str:
@@ -133,6 +134,28 @@ def mark_changes(session: Session, *, orders: Iterable[int] = (),
                 row.pending, row.pending_reason = CORRECT, reason
                 marked += 1
     return marked
+
+
+def adopt(session: Session, study_uid: str) -> int:
+    """The study was linked: its study-only results become its first (not withdrawn)
+    order's, and owe their receivers a correction that names the order."""
+    rows = session.execute(select(PublishedResult).where(
+        PublishedResult.study_uid == study_uid, PublishedResult.order_id.is_(None),
+        PublishedResult.state == SENT).with_for_update()).scalars().all()
+    if not rows:
+        return 0
+    order = session.execute(
+        select(Order).join(StudyOrderLink, StudyOrderLink.order_id == Order.id)
+        .where(StudyOrderLink.study_uid == study_uid, Order.status.not_in(WITHDRAWN))
+        .order_by(Order.id).limit(1)).scalar_one_or_none()
+    if order is None:
+        return 0
+    for row in rows:
+        row.order_id = order.id
+        row.result_key = result_key(study_uid, order.id, row.model_name)
+        row.pending, row.pending_reason = CORRECT, "linked to its order"
+        row.updated_at = utcnow()
+    return len(rows)
 
 
 def pending_ids(session: Session, limit: int = 100) -> list[int]:

@@ -73,6 +73,8 @@ def _plan(context: AdapterContext, row_id: int, origin: str) -> Revision | None:
         if publication is None:
             return None
         row = session.get_one(PublishedResult, row_id)
+        if row.order_id is None:  # a study-only result owes nothing until it is linked
+            return None
         source = source_of(session, row.run_id, row.order_id, endpoint=row.pacs_endpoint)
         route = Route(row.results_channel, row.pacs_channel, origin)
     result = replace(source.result, result_id=publication.result_id,

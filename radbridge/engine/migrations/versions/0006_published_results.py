@@ -22,7 +22,7 @@ def upgrade() -> None:
     sa.Column('result_key', sa.String(length=200), nullable=False),
     sa.Column('result_id', sa.String(length=64), nullable=False),
     sa.Column('study_uid', sa.String(length=64), nullable=False),
-    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('model_name', sa.String(length=64), nullable=False),
     sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('revision', sa.Integer(), nullable=False),
