@@ -22,6 +22,11 @@ boundary where they occur into the most specific type here, with context, using
     ├── DicomContentError            a DICOM data set without what it must carry; also a
     │                                ValueError (mappings.dicom.errors)
     ├── ResultFormatError            an AI result document with a wrong field (mappings.results)
+    ├── QaError                      a QA input or setting that cannot be used; also a
+    │   ├── QaConfigError            ValueError (qa.errors): a rule or threshold, named
+    │   └── QaInputError             numbers the statistics cannot take (one class only, NaN)
+    ├── EvaluationError              a held-out evaluation could not run (qa.held_out)
+    │   └── HeldOutError             the held-out set is wrong: each problem's file, line, column
     ├── UnknownChannel               a name that no deployed channel has
     └── NotFound                     a message or delivery id that does not exist
 """

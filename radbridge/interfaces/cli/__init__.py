@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from radbridge import __version__
 
 SUBCOMMAND_MODULES = ("run", "validate", "messages", "audit", "db", "prune", "send", "studies",
-                      "reconcile", "dicom", "infer", "inference", "demo")
+                      "reconcile", "dicom", "infer", "inference", "demo", "qa")
 
 
 def build_parser() -> argparse.ArgumentParser:

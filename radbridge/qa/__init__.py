@@ -1,0 +1,1 @@
+"""Clinical QA: agreement with radiologists, subgroup strata, score and input drift."""
