@@ -14,6 +14,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from radbridge.channels import DEFAULT_DIR
+from radbridge.inference.cards import load_cards, shipped_folder
 from radbridge.inference.demo.synthetic import generate_study
 from tests.e2e.conftest import Spawn, free_port, wait_until
 from tests.e2e.test_correlation_flows import RESULT_CHANNELS
@@ -47,9 +48,15 @@ def runs(node, study_uid: str) -> list[dict]:
     return answer.json()["runs"] if answer.status_code == 200 else []
 
 
+SHIPPED_MODELS = {card.name for _folder, card in load_cards([shipped_folder()])}
+
+
 def settled(node, study_uid: str) -> list[dict]:
+    """The study's runs once every shipped model has one (skipped runs are recorded
+    before the others run) and none is waiting to be tried again."""
     found = runs(node, study_uid)
-    return found if found and all(r["status"] != "failed-retryable" for r in found) else []
+    complete = {r["model_name"] for r in found} == SHIPPED_MODELS
+    return found if complete and all(r["status"] != "failed-retryable" for r in found) else []
 
 
 def test_studies_run_through_the_demonstration_models(spawn: Spawn, tmp_path: Path) -> None:
