@@ -25,6 +25,8 @@ boundary where they occur into the most specific type here, with context, using
     ├── QaError                      a QA input or setting that cannot be used; also a
     │   ├── QaConfigError            ValueError (qa.errors): a rule or threshold, named
     │   └── QaInputError             numbers the statistics cannot take (one class only, NaN)
+    ├── ReportContentError           a final report that cannot be read or placed; also a
+    │                                ValueError (engine.qa.reports)
     ├── EvaluationError              a held-out evaluation could not run (qa.held_out)
     │   └── HeldOutError             the held-out set is wrong: each problem's file, line, column
     ├── UnknownChannel               a name that no deployed channel has

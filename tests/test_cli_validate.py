@@ -40,13 +40,13 @@ def validate(*argv: str) -> int:
 def test_default_channels_are_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert validate(str(DEFAULT_DIR)) == 0
     out, err = capsys.readouterr()
-    assert out == "OK: 12 channel(s) in 12 file(s)\n"
+    assert out == "OK: 13 channel(s) in 13 file(s)\n"
     assert err == ""
 
 
 def test_example_channels_are_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert validate(str(DEFAULT_DIR), str(EXAMPLES_DIR)) == 0
-    assert capsys.readouterr().out.startswith("OK: 15 channel(s)")
+    assert capsys.readouterr().out.startswith("OK: 16 channel(s)")
 
 
 def test_every_issue_on_stderr_one_per_line(
@@ -84,8 +84,8 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert json.loads(capsys.readouterr().out) == {
         "ok": True,
         "channels": ["ai-results", "dicom-in", "dicomweb-in", "drop-folder", "ehr-fhir",
-                     "hl7-in", "inbox", "inference-done", "pacs-out", "ris-oru",
-                     "ris-priority", "study-ready"],
+                     "ehr-reports", "hl7-in", "inbox", "inference-done", "pacs-out",
+                     "ris-oru", "ris-priority", "study-ready"],
         "issues": [],
     }
 
@@ -106,7 +106,7 @@ def test_console_script(tmp_path: Path) -> None:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "radbridge"]
     ok = subprocess.run([*command, "validate", str(DEFAULT_DIR)],
                         capture_output=True, text=True, check=False)
-    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "OK: 12 channel(s) in 12 file(s)\n", "")
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "OK: 13 channel(s) in 13 file(s)\n", "")
     path = tmp_path / "alpha.yaml"
     path.write_text(BROKEN, encoding="utf-8")
     bad = subprocess.run([*command, "validate", str(path)],

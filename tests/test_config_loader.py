@@ -74,8 +74,9 @@ def test_several_channels_in_one_file_as_yaml_documents() -> None:
 def test_shipped_default_channels_validate() -> None:
     loaded = load_channel_files([DEFAULT_DIR], env={})
     assert sorted(channel.config.name for channel in loaded) == [
-        "ai-results", "dicom-in", "dicomweb-in", "drop-folder", "ehr-fhir", "hl7-in", "inbox",
-        "inference-done", "pacs-out", "ris-oru", "ris-priority", "study-ready"]
+        "ai-results", "dicom-in", "dicomweb-in", "drop-folder", "ehr-fhir", "ehr-reports",
+        "hl7-in", "inbox", "inference-done", "pacs-out", "ris-oru", "ris-priority",
+        "study-ready"]
     by_name = {channel.config.name: channel.config for channel in loaded}
     assert by_name["inbox"].source.type == "http"
     assert by_name["drop-folder"].source.type == "directory"
@@ -93,6 +94,7 @@ def test_shipped_default_channels_validate() -> None:
         written = by_name.pop(name).destinations[0]
         assert isinstance(written, FileDestination) and written.directory == folder
     assert by_name.pop("ai-results").source.type == "channel"
+    assert by_name.pop("ehr-reports").destination("qa").type == "qa-reports"
     for config in by_name.values():
         archive = config.destination("archive")
         assert isinstance(archive, FileDestination)
@@ -189,7 +191,7 @@ destinations:
     assert [(i.line, i.path, i.message) for i in issues] == [
         (5, "destinations[0].type",
          "unknown type 'fiel'; expected one of: null, file, http, channel, mllp, registry, dimse, "
-         "stow-rs, dicom-retrieve, correlation, inference, fhir, results"
+         "stow-rs, dicom-retrieve, correlation, inference, fhir, results, qa-reports"
          " (did you mean 'file'?)"),
     ]
 
@@ -217,7 +219,7 @@ destinations:
     assert (issue.line, issue.path) == (4, "destinations[0].type")
     assert issue.message == ("required; expected one of: null, file, http, channel, mllp,"
                              " registry, dimse, stow-rs, dicom-retrieve, correlation,"
-                             " inference, fhir, results")
+                             " inference, fhir, results, qa-reports")
 
 
 def test_bare_null_type_means_the_null_destination() -> None:

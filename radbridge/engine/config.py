@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from radbridge.engine.units import ByteSize, Duration
+from radbridge.qa.reading import rules_from_config
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -408,11 +409,31 @@ class InferenceDestination(DestinationBase):
     has finished (the results issue renders it to ORU, FHIR and SR)."""
 
 
+class QaReportsDestination(DestinationBase):
+    """Reads the radiologist's call per finding from final reports (HL7 v2 ORU^R01 with
+    OBR-25 F or C, FHIR DiagnosticReport final, amended or corrected) into the QA store
+    (radbridge.engine.qa), where agreement with the AI results is computed. Preliminary
+    reports and other messages are accepted and ignored."""
+
+    type: Literal["qa-reports"]
+    rules: dict[str, Any] | None = None
+    """How report text is read: `{findings: [{code, system?, display?, keywords?,
+    uncertain_as?, not_mentioned_as?}, ...]}` (radbridge.qa.reading.rules_from_config);
+    none: the rules for the shipped demonstration models' findings."""
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_read(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            rules_from_config(value)  # QaConfigError is a ValueError naming the field
+        return value
+
+
 DestinationConfig = Annotated[
     NullDestination | FileDestination | HttpDestination | ChannelDestination
     | MllpDestination | RegistryDestination | DimseDestination | StowRsDestination
     | DicomRetrieveDestination | CorrelationDestination | InferenceDestination
-    | FhirDestination | ResultsDestination,
+    | FhirDestination | ResultsDestination | QaReportsDestination,
     Field(discriminator="type"),
 ]
 

@@ -648,3 +648,87 @@ class PublishedResult(Base):
 
 
 PUBLISHED_RESULTS = cast(Table, PublishedResult.__table__)
+
+
+# --- QA: what the model said and what the radiologist said, per study and finding --------
+# Joined on (study_uid, finding_system, finding_code); either side may arrive first and
+# waits for the other. Strata are labels (sex, an age band), never identifiers.
+
+
+class QaObservation(Base):
+    """One finding of one done inference run, with what QA breaks it down by: the study
+    date (the time axis of every window), the equipment and demographics as strata
+    ("unknown" when absent), the acquisition and the input tensor's pixel statistics."""
+
+    __tablename__ = "qa_observations"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("inference_runs.id"))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    accession: Mapped[str | None] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    finding_code: Mapped[str] = mapped_column(String(64))
+    finding_system: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    ai_positive: Mapped[bool] = mapped_column(Boolean)
+    threshold: Mapped[float] = mapped_column(Float)
+    study_date: Mapped[date] = mapped_column(Date)
+    """The study's StudyDate; the run's date when the header has none."""
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    manufacturer: Mapped[str] = mapped_column(String(64))
+    scanner_model: Mapped[str] = mapped_column(String(64))
+    station: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(64))
+    """InstitutionName."""
+    sex: Mapped[str] = mapped_column(String(64))
+    age_band: Mapped[str] = mapped_column(String(64))
+    kvp: Mapped[float | None] = mapped_column(Float)
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
+    pixel_spacing: Mapped[float | None] = mapped_column(Float)
+    """The first value of PixelSpacing (ImagerPixelSpacing for projection images)."""
+    kernel: Mapped[str | None] = mapped_column(String(64))
+    pixel_mean: Mapped[float | None] = mapped_column(Float)
+    pixel_std: Mapped[float | None] = mapped_column(Float)
+    """Of the model's input tensor after preprocessing: what input drift is measured on."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "finding_system", "finding_code"),
+        Index(None, "model_name", "model_version", "study_date"),
+        Index(None, "study_uid"),
+    )
+
+
+class QaRead(Base):
+    """The radiologist's call on one finding of one study, from its final report (coded
+    OBX values, else rules on the text); a later final or corrected report replaces it.
+
+    `call` is the reading before the rule's mapping ("positive", "negative", "uncertain",
+    "not_mentioned"); `radiologist_positive` is after it, None leaving the study out of
+    the 2x2 table. `message_id` names the stored message, not a foreign key: retention
+    may purge messages while the read stays."""
+
+    __tablename__ = "qa_reads"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    accession: Mapped[str | None] = mapped_column(String(64))
+    finding_code: Mapped[str] = mapped_column(String(64))
+    finding_system: Mapped[str] = mapped_column(String(32))
+    call: Mapped[str] = mapped_column(String(16))
+    radiologist_positive: Mapped[bool | None] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(8))
+    """'coded' (an OBX value said it) or 'text' (the report's words, by rule)."""
+    report_status: Mapped[str] = mapped_column(String(1))
+    """'F' final or 'C' corrected final."""
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("study_uid", "finding_system", "finding_code"),
+        Index(None, "accession"),
+    )
+
+
+QA_OBSERVATIONS = cast(Table, QaObservation.__table__)
+QA_READS = cast(Table, QaRead.__table__)

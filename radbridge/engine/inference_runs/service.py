@@ -43,6 +43,7 @@ from radbridge.engine.inference_runs.facts import (
     series_facts,
 )
 from radbridge.engine.models import DicomStudy, InferenceRun, utcnow
+from radbridge.engine.qa.observations import RunInput, record_observations
 from radbridge.errors import BlobNotFound
 from radbridge.inference.backends import (
     ROUTINE,
@@ -169,7 +170,8 @@ class InferenceService:
         heatmap = self._keep_heatmap(found)
         return self._record(plan, card, assignment.series_uid, len(datasets), RunStatus.DONE,
                             None, found, heatmap, preprocess_ms, inference_ms,
-                            prepared.grid.to_json() if heatmap else None)
+                            prepared.grid.to_json() if heatmap else None,
+                            qa=RunInput.of(datasets, prepared.tensor))
 
     def close(self) -> None:
         for backend in self._backends.values():
@@ -212,8 +214,8 @@ class InferenceService:
     def _record(self, plan: Plan, card: ModelCard, series_uid: str | None, instances: int,
                 status: RunStatus, reason: str | None, found: Sequence[Finding],
                 heatmap: str | None, preprocess_ms: float | None,
-                inference_ms: float | None, grid: dict[str, Any] | None = None
-                ) -> RunOutcome:
+                inference_ms: float | None, grid: dict[str, Any] | None = None,
+                qa: RunInput | None = None) -> RunOutcome:
         positive = any(f.positive for f in found)
         emergent = any(f.emergent for f in found)
         values = {
@@ -242,6 +244,8 @@ class InferenceService:
                         setattr(row, key, value)
                     row.attempts += 1
                 session.flush()
+                if qa is not None:  # QA rows of a done run commit with it (engine.qa)
+                    record_observations(session, row, card, qa)
                 audit.append(session, [self._audit(plan, card, row)], self._chain)
                 outcome = _outcome(row)
         except IntegrityError:
