@@ -51,9 +51,10 @@ def run_row(h: Harness, model: str) -> InferenceRun:
             InferenceRun.model_name == model)).scalar_one()
 
 
-def run_all(h: Harness, cards_dir: Path, study_uid: str, **options) -> None:
+def run_all(h: Harness, cards_dir: Path, study_uid: str, version: int = 1,
+            **options) -> None:
     runner = service(h, cards_dir, **options)
-    plan = runner.plan(study_uid, 1)
+    plan = runner.plan(study_uid, version)
     runner.record_skipped(plan)
     for assignment in plan.routing.assignments:
         runner.run(plan, assignment)
@@ -99,6 +100,16 @@ def test_a_header_without_equipment_or_demographics_counts_as_unknown(h, cards_d
             row.age_band) == ("unknown",) * 6
     assert (row.kvp, row.kernel) == (None, None)
     assert row.study_date == run_row(h, "toy-ct").updated_at.date()  # the run's date
+
+
+def test_a_newer_study_version_replaces_the_rows_of_the_earlier_run(h, cards_dir,
+                                                                    tmp_path):
+    study_uid = index_series(h, tmp_path / "study")
+    run_all(h, cards_dir, study_uid)
+    [first] = observations(h)
+    run_all(h, cards_dir, study_uid, version=2)  # late images: the study's version 2
+    [latest] = observations(h)
+    assert latest.run_id > first.run_id and latest.study_uid == study_uid
 
 
 def test_skipped_and_failed_runs_record_nothing(h, cards_dir, tmp_path):

@@ -561,8 +561,29 @@ class StowRsSource(StrictModel):
     max_size: ByteSize = 4 * 2**30
 
 
+class QaMonitorSource(StrictModel):
+    """Checks drift of every model version every `interval` (radbridge.engine.qa.monitor)
+    and receives each new alert on this channel as a JSON message, so the channel's
+    destinations deliver it (a webhook, a file, the RIS); one alert per drifted measure and
+    period, however often it is checked."""
+
+    type: Literal["qa-monitor"]
+    interval: Duration = Field(default=3600.0, gt=0)
+    period_days: int = Field(default=30, ge=1, le=3650)
+    """The current window: fixed periods of this many days of study dates."""
+    baseline_days: int = Field(default=90, ge=1, le=3650)
+    """The baseline: this many days before the current period."""
+    bins: int = Field(default=10, ge=2, le=100)
+    min_group: int = Field(default=200, ge=1)
+    """Windows smaller than this raise no alert (chance alone moves PSI on few studies)."""
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+    ks_alpha: float = Field(default=0.01, gt=0, lt=1)
+
+
 SourceConfig = Annotated[
-    HttpSource | DirectorySource | ChannelSource | MllpSource | DimseSource | StowRsSource,
+    HttpSource | DirectorySource | ChannelSource | MllpSource | DimseSource | StowRsSource
+    | QaMonitorSource,
     Field(discriminator="type"),
 ]
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import anyio.from_thread
@@ -37,9 +37,11 @@ from radbridge.engine.inference_runs import queries as inference_queries
 from radbridge.engine.lifecycle import MessageStatus
 from radbridge.engine.metrics import StoreCollector, register_store_collector
 from radbridge.engine.models import Message
+from radbridge.engine.qa import queries as qa_queries
 from radbridge.engine.receiver import Inbound, Receipt
 from radbridge.errors import NotFound, StoreError, StoreUnavailable, UnknownChannel
 from radbridge.interfaces.dicomweb import stow
+from radbridge.qa.errors import QaConfigError
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +368,75 @@ async def get_inference(request: Request) -> Response:
     return JSONResponse(detail)
 
 
+# --- clinical QA: agreement and drift, counted in SQL (aggregates only, no PHI) ----------
+
+
+async def qa_agreement(request: Request) -> Response:
+    params = _params(request, ("model", "version", "since", "until", "window", "by",
+                               "min_group", "confidence"))
+    try:
+        today = datetime.now(UTC).date()
+        if params.get("window") and (params.get("since") or params.get("until")):
+            raise QaConfigError("window", "either window or since/until, not both")
+        window = (qa_queries.Window.trailing(params["window"], today) if params.get("window")
+                  else qa_queries.Window.between(_qa_date(params, "since"),
+                                                 _qa_date(params, "until"), today))
+        report = await run_in_threadpool(
+            _read, _context(request).database, qa_queries.agreement,
+            params.get("model") or None, params.get("version") or None, window,
+            params.get("by") or None, min_group=_qa_int(params, "min_group", 30),
+            confidence=_qa_float(params, "confidence", 0.95))
+    except QaConfigError as exc:
+        raise ApiError(400, f"query parameter {exc}") from exc
+    return JSONResponse(report.as_json())
+
+
+async def qa_drift(request: Request) -> Response:
+    params = _params(request, ("model", "version", "baseline", "current", "by_scanner",
+                               "bins", "min_group"))
+    model, by_scanner = params.get("model"), _bool(params, "by_scanner")
+    if not model:
+        raise ApiError(400, "query parameter 'model': expected a model name")
+    try:
+        windows = qa_queries.drift_windows(
+            datetime.now(UTC).date(),
+            *(qa_queries.Window.parse(params[name], name) if params.get(name) else None
+              for name in ("baseline", "current")))
+        options = qa_queries.DriftOptions(bins=_qa_int(params, "bins", 10),
+                                          min_group=_qa_int(params, "min_group", 30))
+        reports = await run_in_threadpool(_read, _context(request).database, qa_queries.drift,
+                                          model, params.get("version") or None, *windows,
+                                          options)
+    except QaConfigError as exc:
+        raise ApiError(400, f"query parameter {exc}") from exc
+    return JSONResponse({"reports": [r.as_json(scanners=by_scanner) for r in reports]})
+
+
+def _qa_date(params: QueryParams, name: str) -> date | None:
+    raw = params.get(name) or ""
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        raise QaConfigError(name, f"a date such as 2026-01-31, not {raw[:20]!r}") from None
+
+
+def _qa_int(params: QueryParams, name: str, default: int) -> int:
+    raw = params.get(name) or ""
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise QaConfigError(name, f"a whole number, not {raw[:20]!r}")
+    return int(raw)
+
+
+def _qa_float(params: QueryParams, name: str, default: float) -> float:
+    raw = params.get(name) or ""
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise QaConfigError(name, f"a number, not {raw[:20]!r}") from None
+
+
 # --- the reconciliation queue ----------------------------------------------------------
 
 
@@ -615,6 +686,8 @@ ROUTES = [
     Route("/api/studies/{study_uid}", get_study),
     Route("/api/inference", list_inference),
     Route("/api/inference/{run_id:int}", get_inference),
+    Route("/api/qa/agreement", qa_agreement),
+    Route("/api/qa/drift", qa_drift),
     Route("/api/reconciliation", list_reconciliation),
     Route("/api/reconciliation/{item_id:int}/link", link_reconciliation, methods=["POST"]),
     Route("/api/reconciliation/{item_id:int}/reject", reject_reconciliation, methods=["POST"]),

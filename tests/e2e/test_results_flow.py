@@ -15,24 +15,13 @@ import hl7
 import pydicom
 import pytest
 
-from radbridge.channels import DEFAULT_DIR
 from radbridge.inference.demo.synthetic import PatientInfo, generate_study
 from tests.e2e.conftest import Spawn, free_port, wait_until
-from tests.e2e.test_correlation_flows import ORDERED_STUDY, RESULT_CHANNELS, send_hl7
+from tests.e2e.test_correlation_flows import ORDERED_STUDY, send_hl7, shipped
 from tests.peers import dcmtk
 
 pytestmark = pytest.mark.slow
 
-
-
-def channels(hl7_port: int, dicom_port: int) -> str:
-    hl7_in = (DEFAULT_DIR / "hl7-in.yaml").read_text().replace(
-        "${RADBRIDGE_HL7_PORT:-2575}", str(hl7_port))
-    dicom = (DEFAULT_DIR / "dicom-in.yaml").read_text().replace(
-        "${RADBRIDGE_DICOM_PORT:-11112}", str(dicom_port)).replace(
-        "quiet_period: {default: 30s,", "quiet_period: {default: 1s,")
-    rest = [(DEFAULT_DIR / f"{name}.yaml").read_text() for name in RESULT_CHANNELS]
-    return "\n---\n".join((hl7_in, dicom, *rest))
 
 
 def send_ordered_head_ct(port: int, folder: Path) -> None:
@@ -59,7 +48,7 @@ def outbox(node, folder: str, pattern: str) -> list[Path]:
 def test_an_ordered_head_ct_reaches_the_ris_the_ehr_and_the_pacs(spawn: Spawn,
                                                                   tmp_path: Path) -> None:
     hl7_port, dicom_port = free_port(), free_port()
-    node = spawn(channel_yaml=channels(hl7_port, dicom_port),
+    node = spawn(channel_yaml=shipped(hl7_port, dicom_port),
                  database_url=f"sqlite:///{tmp_path / 'store.db'}", node_id="flow").start()
     send_hl7(hl7_port, "adt_a04_register", "orm_o01_nw", tmp=tmp_path)
     send_ordered_head_ct(dicom_port, tmp_path / "study")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
-from sqlalchemy import exists, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
 from radbridge.engine.models import InferenceRun, QaObservation, utcnow
@@ -60,9 +60,14 @@ class RunInput:
 def record_observations(session: Session, run: InferenceRun, card: ModelCard,
                         source: RunInput) -> int:
     """Insert one row per finding of `run` (done) in the caller's transaction; the count
-    inserted (0 for a run not done, or one already recorded)."""
+    inserted (0 for a run not done, or one already recorded). A run of a newer version of
+    the study (late images) replaces the rows of the earlier runs of the same model
+    version: the study counts once in agreement and drift, with its latest result."""
     if run.status != DONE or not run.findings or _recorded(session, run.id):
         return 0
+    session.execute(delete(QaObservation).where(
+        QaObservation.study_uid == run.study_uid, QaObservation.model_name == run.model_name,
+        QaObservation.model_version == run.model_version, QaObservation.run_id < run.id))
     rows = observation_rows(run, card, source)
     session.add_all(rows)
     accession = rows[0].accession if rows else None
