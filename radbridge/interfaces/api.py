@@ -1,5 +1,9 @@
 """The HTTP API: health, channels and their statistics, messages, replay, audit, metrics.
 
+Route modules: this one, `dicomweb/stow.py` (STOW-RS); each has its `ROUTES`, gathered
+in `ROUTES` below; what they share (the context, ApiError, parameter parsing) is in
+`api_support.py`.
+
 Also the `http` channel source: POST /api/channels/NAME/messages stores the body and
 answers 202 only once it is committed. Every read of PHI (a message's metadata or
 content, a list of messages, the audit trail) appends an audit event before the answer
@@ -10,15 +14,14 @@ JSON `{"error": "..."}` with the status code that says what went wrong.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import anyio.from_thread
 import anyio.to_thread
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
@@ -38,111 +41,32 @@ from radbridge.engine.lifecycle import MessageStatus
 from radbridge.engine.metrics import StoreCollector, register_store_collector
 from radbridge.engine.models import Message
 from radbridge.engine.qa import queries as qa_queries
-from radbridge.engine.receiver import Inbound, Receipt
+from radbridge.engine.receiver import Inbound
 from radbridge.errors import NotFound, StoreError, StoreUnavailable, UnknownChannel
+from radbridge.interfaces.api_support import (
+    MAX_ID,
+    ApiContext,
+    ApiError,
+    actor_of,
+    audit_read,
+    bool_param,
+    chain_of,
+    client_host,
+    context_of,
+    int_param,
+    json_body,
+    query_params,
+    read_query,
+    time_param,
+)
 from radbridge.interfaces.dicomweb import stow
 from radbridge.qa.errors import QaConfigError
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
-MAX_ID = 2**63 - 1
 MESSAGE_PAGE = 500
 AUDIT_PAGE = 1000
-
-
-@dataclass
-class ApiContext:
-    """What the API serves from; the runtime builds one per node."""
-
-    database: Database
-    blobs: BlobStore
-    channels: Mapping[str, ChannelConfig]
-    node_id: str
-    inline_limit: int
-    is_ready: Callable[[], bool] = lambda: True
-    receive: Callable[[Inbound], Awaitable[Receipt]] | None = None
-    """Stores an inbound message durably (the node's group committer); None: no http source."""
-    registry: CollectorRegistry = field(default_factory=lambda: REGISTRY)
-    content_limit: int = queries.DEFAULT_CONTENT_LIMIT
-    """Bytes of each stage's content that GET /api/messages/ID?content=true shows."""
-    wake: Callable[[], None] | None = None
-    """Called after a reprocess or retry so that workers look for work at once."""
-    store_metrics: bool = True
-    """Register the queue gauges (StoreCollector) on `registry` while the app runs."""
-
-
-class ApiError(Exception):
-    """An answer other than success, with the reason the client sees."""
-
-    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = dict(headers or {})
-
-
-# --- request helpers -----------------------------------------------------------------
-
-
-def _context(request: Request) -> ApiContext:
-    context: ApiContext = request.app.state.context
-    return context
-
-
-def _audit(context: ApiContext, records: list[audit.AuditRecord]) -> None:
-    """Append to this node's API chain (the API never waits on the engine's chains)."""
-    audit.append_now(context.database, records, chain=f"{context.node_id}/api")
-
-
-def _client_host(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _actor(request: Request) -> str:
-    return f"api:{_client_host(request)}"
-
-
-def _params(request: Request, allowed: tuple[str, ...]) -> QueryParams:
-    """The query parameters, refusing any not in `allowed` (a typo is not ignored)."""
-    unknown = sorted(set(request.query_params) - set(allowed))
-    if unknown:
-        raise ApiError(400, f"unknown query parameter {unknown[0]!r}; expected any of "
-                            f"{', '.join(allowed)}")
-    return request.query_params
-
-
-def _int(params: QueryParams, name: str, *, default: int | None = None,
-         maximum: int = MAX_ID) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name!r}: expected an integer, got {raw!r}") from None
-    if not 1 <= value <= maximum:
-        raise ApiError(400, f"query parameter {name!r}: expected 1 to {maximum}, got {value}")
-    return value
-
-
-def _time(params: QueryParams, name: str) -> datetime | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name!r}: expected an ISO 8601 time such as "
-                            f"2025-01-31T08:00:00Z, got {raw!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _bool(params: QueryParams, name: str) -> bool:
-    raw = (params.get(name) or "false").lower()
-    if raw not in ("true", "false", "1", "0", "yes", "no"):
-        raise ApiError(400, f"query parameter {name!r}: expected true or false, got {raw!r}")
-    return raw in ("true", "1", "yes")
 
 
 def _message_id(request: Request) -> int:
@@ -154,7 +78,7 @@ def _message_id(request: Request) -> int:
 
 def _channel(request: Request) -> ChannelConfig:
     name: str = request.path_params["name"]
-    channel = _context(request).channels.get(name)
+    channel = context_of(request).channels.get(name)
     if channel is None:
         raise UnknownChannel(f"no channel {name!r} is deployed")
     return channel
@@ -164,11 +88,11 @@ def _channel(request: Request) -> ChannelConfig:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "node_id": _context(request).node_id})
+    return JSONResponse({"status": "ok", "node_id": context_of(request).node_id})
 
 
 async def ready(request: Request) -> Response:
-    context = _context(request)
+    context = context_of(request)
     if not context.is_ready():
         raise ApiError(503, "the node is not ready", {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if not await run_in_threadpool(context.database.ping):
@@ -177,7 +101,7 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body = await run_in_threadpool(generate_latest, _context(request).registry)
+    body = await run_in_threadpool(generate_latest, context_of(request).registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -205,17 +129,17 @@ def _statistics(database: Database, channels: list[ChannelConfig]) -> dict[str, 
 
 
 async def list_channels(request: Request) -> Response:
-    _params(request, ())
-    context = _context(request)
+    query_params(request, ())
+    context = context_of(request)
     channels = [context.channels[name] for name in sorted(context.channels)]
     stats = await run_in_threadpool(_statistics, context.database, channels)
     return JSONResponse({"channels": [_channel_view(c, stats[c.name]) for c in channels]})
 
 
 async def get_channel(request: Request) -> Response:
-    _params(request, ())
+    query_params(request, ())
     channel = _channel(request)
-    stats = await run_in_threadpool(_statistics, _context(request).database, [channel])
+    stats = await run_in_threadpool(_statistics, context_of(request).database, [channel])
     return JSONResponse(_channel_view(channel, stats[channel.name]))
 
 
@@ -224,7 +148,7 @@ async def get_channel(request: Request) -> Response:
 
 async def post_message(request: Request) -> Response:
     """Store the body as a message of an `http`-source channel; 202 once committed."""
-    context = _context(request)
+    context = context_of(request)
     channel = _channel(request)
     if not isinstance(channel.source, HttpSource):
         raise ApiError(409, f"channel {channel.name!r} takes messages from its "
@@ -246,7 +170,7 @@ async def post_message(request: Request) -> Response:
         raise ApiError(400, "header 'Content-Type': expected at most 127 characters")
     content, blob = await _read_body(request, context.blobs, context.inline_limit, max_size)
     receipt = await context.receive(Inbound(
-        channel=channel.name, content_type=content_type, source=f"http:{_client_host(request)}",
+        channel=channel.name, content_type=content_type, source=f"http:{client_host(request)}",
         content=content, blob=blob, dedup_key=dedup_key,
     ))
     return JSONResponse(
@@ -303,30 +227,30 @@ async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
 
 
 async def list_studies(request: Request) -> Response:
-    params = _params(request, ("state", "accession", "patient_id", "modality", "channel",
+    params = query_params(request, ("state", "accession", "patient_id", "modality", "channel",
                                "limit", "offset"))
     where = study_queries.StudyFilter(
         state=params.get("state"), accession=params.get("accession"),
         patient_id=params.get("patient_id"), modality=params.get("modality"),
-        channel=params.get("channel"), limit=_int(params, "limit", default=50, maximum=1000)
+        channel=params.get("channel"), limit=int_param(params, "limit", default=50, maximum=1000)
         or 50, offset=_offset(params))
-    database = _context(request).database
-    rows = await run_in_threadpool(_read, database, study_queries.list_studies, where)
+    database = context_of(request).database
+    rows = await run_in_threadpool(read_query, database, study_queries.list_studies, where)
     return JSONResponse({"studies": rows})
 
 
 async def get_study(request: Request) -> Response:
     uid = request.path_params["study_uid"]
-    with_instances = _params(request, ("instances",)).get("instances") in ("1", "true")
-    database = _context(request).database
-    detail = await run_in_threadpool(_read, database, study_queries.study_detail, uid,
+    with_instances = query_params(request, ("instances",)).get("instances") in ("1", "true")
+    database = context_of(request).database
+    detail = await run_in_threadpool(read_query, database, study_queries.study_detail, uid,
                                      with_instances=with_instances)
     if detail is None:
         raise ApiError(404, f"no study {uid}")
-    detail["orders"] = await run_in_threadpool(_read, database, correlation_queries.study_links,
-                                               uid)
-    detail["inference"] = await run_in_threadpool(_read, database, inference_queries.study_runs,
-                                                  uid)
+    detail["orders"] = await run_in_threadpool(
+        read_query, database, correlation_queries.study_links, uid)
+    detail["inference"] = await run_in_threadpool(
+        read_query, database, inference_queries.study_runs, uid)
     return JSONResponse(detail)
 
 
@@ -343,7 +267,7 @@ RUN_STATUSES = ("done", "skipped", "failed-retryable", "failed-final")
 
 
 async def list_inference(request: Request) -> Response:
-    params = _params(request, ("study_uid", "model", "status", "positive", "limit", "offset"))
+    params = query_params(request, ("study_uid", "model", "status", "positive", "limit", "offset"))
     status = params.get("status")
     if status is not None and status not in RUN_STATUSES:
         raise ApiError(400, f"query parameter 'status': expected one of {', '.join(RUN_STATUSES)}")
@@ -353,15 +277,15 @@ async def list_inference(request: Request) -> Response:
     where = inference_queries.RunFilter(
         study_uid=params.get("study_uid"), model=params.get("model"), status=status,
         positive=None if positive is None else positive == "true",
-        limit=_int(params, "limit", default=50, maximum=1000) or 50, offset=_offset(params))
-    runs = await run_in_threadpool(_read, _context(request).database,
+        limit=int_param(params, "limit", default=50, maximum=1000) or 50, offset=_offset(params))
+    runs = await run_in_threadpool(read_query, context_of(request).database,
                                    inference_queries.list_runs, where)
     return JSONResponse({"runs": runs})
 
 
 async def get_inference(request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    detail = await run_in_threadpool(_read, _context(request).database,
+    detail = await run_in_threadpool(read_query, context_of(request).database,
                                      inference_queries.run_detail, run_id)
     if detail is None:
         raise ApiError(404, f"no inference run {run_id}")
@@ -372,7 +296,7 @@ async def get_inference(request: Request) -> Response:
 
 
 async def qa_agreement(request: Request) -> Response:
-    params = _params(request, ("model", "version", "since", "until", "window", "by",
+    params = query_params(request, ("model", "version", "since", "until", "window", "by",
                                "min_group", "confidence"))
     try:
         today = datetime.now(UTC).date()
@@ -382,7 +306,7 @@ async def qa_agreement(request: Request) -> Response:
                   else qa_queries.Window.between(_qa_date(params, "since"),
                                                  _qa_date(params, "until"), today))
         report = await run_in_threadpool(
-            _read, _context(request).database, qa_queries.agreement,
+            read_query, context_of(request).database, qa_queries.agreement,
             params.get("model") or None, params.get("version") or None, window,
             params.get("by") or None, min_group=_qa_int(params, "min_group", 30),
             confidence=_qa_float(params, "confidence", 0.95))
@@ -392,9 +316,9 @@ async def qa_agreement(request: Request) -> Response:
 
 
 async def qa_drift(request: Request) -> Response:
-    params = _params(request, ("model", "version", "baseline", "current", "by_scanner",
+    params = query_params(request, ("model", "version", "baseline", "current", "by_scanner",
                                "bins", "min_group"))
-    model, by_scanner = params.get("model"), _bool(params, "by_scanner")
+    model, by_scanner = params.get("model"), bool_param(params, "by_scanner")
     if not model:
         raise ApiError(400, "query parameter 'model': expected a model name")
     try:
@@ -404,9 +328,9 @@ async def qa_drift(request: Request) -> Response:
               for name in ("baseline", "current")))
         options = qa_queries.DriftOptions(bins=_qa_int(params, "bins", 10),
                                           min_group=_qa_int(params, "min_group", 30))
-        reports = await run_in_threadpool(_read, _context(request).database, qa_queries.drift,
-                                          model, params.get("version") or None, *windows,
-                                          options)
+        reports = await run_in_threadpool(
+            read_query, context_of(request).database, qa_queries.drift, model,
+            params.get("version") or None, *windows, options)
     except QaConfigError as exc:
         raise ApiError(400, f"query parameter {exc}") from exc
     return JSONResponse({"reports": [r.as_json(scanners=by_scanner) for r in reports]})
@@ -441,33 +365,33 @@ def _qa_float(params: QueryParams, name: str, default: float) -> float:
 
 
 async def list_reconciliation(request: Request) -> Response:
-    params = _params(request, ("state", "limit", "before_id"))
+    params = query_params(request, ("state", "limit", "before_id"))
     state = params.get("state", "open")
     if state not in ("open", "linked", "rejected", "superseded", "all"):
         raise ApiError(400, "query parameter 'state': expected open, linked, rejected, "
                             "superseded or all")
     items = await run_in_threadpool(
-        _read, _context(request).database, correlation_queries.list_items,
+        read_query, context_of(request).database, correlation_queries.list_items,
         state=None if state == "all" else state,
-        limit=_int(params, "limit", default=50, maximum=1000) or 50,
-        before_id=_int(params, "before_id"))
+        limit=int_param(params, "limit", default=50, maximum=1000) or 50,
+        before_id=int_param(params, "before_id"))
     return JSONResponse({"items": items})
 
 
 async def link_reconciliation(request: Request) -> Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     order_ids = body.get("order_ids")
     if not isinstance(order_ids, list) or not order_ids \
             or not all(isinstance(i, int) for i in order_ids):
         raise ApiError(400, "field 'order_ids': expected a non-empty list of order ids")
     return await _decide(request, lambda session, item_id, actor, note: service.link_by_hand(
-        session, item_id, order_ids, actor=actor, note=note, chain=_chain(request)), body)
+        session, item_id, order_ids, actor=actor, note=note, chain=chain_of(request)), body)
 
 
 async def reject_reconciliation(request: Request) -> Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     return await _decide(request, lambda session, item_id, actor, note: service.reject_by_hand(
-        session, item_id, actor=actor, note=note, chain=_chain(request)), body)
+        session, item_id, actor=actor, note=note, chain=chain_of(request)), body)
 
 
 async def _decide(request: Request, decide: Callable[..., Any], body: dict[str, Any]
@@ -476,7 +400,7 @@ async def _decide(request: Request, decide: Callable[..., Any], body: dict[str, 
     if not isinstance(note, str) or not note.strip():
         raise ApiError(400, "field 'note': expected why (a non-empty string)")
     item_id = int(request.path_params["item_id"])
-    context, actor = _context(request), _actor(request)
+    context, actor = context_of(request), actor_of(request)
 
     def work() -> dict[str, Any]:
         with context.database.write() as session:
@@ -490,45 +414,26 @@ async def _decide(request: Request, decide: Callable[..., Any], body: dict[str, 
     return JSONResponse(view)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "expected a JSON object body") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "expected a JSON object body")
-    return body
-
-
-def _chain(request: Request) -> str:
-    return f"{_context(request).node_id}/api"
-
-
-def _read(database: Database, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    with database.read() as session:
-        return query(session, *args, **kwargs)
-
-
 # --- messages ------------------------------------------------------------------------
 
 
 async def list_messages(request: Request) -> Response:
-    params = _params(request, ("channel", "status", "before_id", "limit"))
+    params = query_params(request, ("channel", "status", "before_id", "limit"))
     status = params.get("status") or None
     if status is not None and status not in set(MessageStatus):
         raise ApiError(400, f"query parameter 'status': expected one of "
                             f"{', '.join(MessageStatus)}, got {status!r}")
     channel = params.get("channel") or None
-    before_id = _int(params, "before_id")
-    limit = _int(params, "limit", default=50, maximum=MESSAGE_PAGE) or 50
-    context, actor = _context(request), _actor(request)
+    before_id = int_param(params, "before_id")
+    limit = int_param(params, "limit", default=50, maximum=MESSAGE_PAGE) or 50
+    context, actor = context_of(request), actor_of(request)
 
     def work() -> list[dict[str, Any]]:
         with context.database.read() as session:
             rows = queries.list_messages(
                 session, channel=channel, status=status, before_id=before_id, limit=limit
             )
-        _audit(context, [audit.AuditRecord(
+        audit_read(context, [audit.AuditRecord(
             action="message.listed", actor=actor, channel=channel,
             detail={"filters": {k: v for k, v in params.items() if v},
                     "message_ids": [row["id"] for row in rows]},
@@ -541,9 +446,9 @@ async def list_messages(request: Request) -> Response:
 
 
 async def get_message(request: Request) -> Response:
-    include_content = _bool(_params(request, ("content",)), "content")
+    include_content = bool_param(query_params(request, ("content",)), "content")
     message_id = _message_id(request)
-    context, actor = _context(request), _actor(request)
+    context, actor = context_of(request), actor_of(request)
 
     def work() -> dict[str, Any]:
         with context.database.read() as session:
@@ -551,7 +456,7 @@ async def get_message(request: Request) -> Response:
                 session, message_id, include_content=include_content,
                 blobs=context.blobs, content_limit=context.content_limit,
             )
-        _audit(context, [audit.AuditRecord(
+        audit_read(context, [audit.AuditRecord(
             action="message.viewed", actor=actor, channel=detail["channel"],
             message_id=message_id, patient_id=detail["patient_id"],
             accession=detail["accession"], study_uid=detail["study_uid"],
@@ -563,11 +468,11 @@ async def get_message(request: Request) -> Response:
 
 
 async def reprocess_message(request: Request) -> Response:
-    _params(request, ())
+    query_params(request, ())
     message_id = _message_id(request)
-    context = _context(request)
+    context = context_of(request)
     ids = await run_in_threadpool(
-        replay.reprocess, context.database, [message_id], actor=_actor(request)
+        replay.reprocess, context.database, [message_id], actor=actor_of(request)
     )
     if context.wake is not None:
         context.wake()
@@ -575,9 +480,9 @@ async def reprocess_message(request: Request) -> Response:
 
 
 async def retry_message(request: Request) -> Response:
-    _params(request, ())
+    query_params(request, ())
     message_id = _message_id(request)
-    context, actor = _context(request), _actor(request)
+    context, actor = context_of(request), actor_of(request)
 
     def work() -> int:
         with context.database.read() as session:
@@ -598,30 +503,30 @@ AUDIT_FILTERS = ("patient_id", "accession", "study_uid", "channel", "actor", "ac
 
 
 def _audit_query(params: QueryParams) -> audit.AuditQuery:
-    since, until = _time(params, "since"), _time(params, "until")
+    since, until = time_param(params, "since"), time_param(params, "until")
     if since is not None and until is not None and since >= until:
         raise ApiError(400, "query parameter 'until': expected a time after 'since'")
     return audit.AuditQuery(
         **{name: params.get(name) or None for name in AUDIT_FILTERS},
-        message_id=_int(params, "message_id"),
+        message_id=int_param(params, "message_id"),
         since=since,
         until=until,
-        before_seq=_int(params, "before_seq"),
-        limit=_int(params, "limit", default=100, maximum=AUDIT_PAGE) or 100,
+        before_seq=int_param(params, "before_seq"),
+        limit=int_param(params, "limit", default=100, maximum=AUDIT_PAGE) or 100,
     )
 
 
 async def query_audit(request: Request) -> Response:
-    params = _params(request, (*AUDIT_FILTERS, "message_id", "since", "until", "before_seq",
+    params = query_params(request, (*AUDIT_FILTERS, "message_id", "since", "until", "before_seq",
                                "limit"))
     filters = _audit_query(params)
-    context, actor = _context(request), _actor(request)
+    context, actor = context_of(request), actor_of(request)
 
     def work() -> list[dict[str, Any]]:
         with context.database.read() as session:
             events = [audit.event_as_dict(e) for e in audit.query(session, filters)]
         given = {k: v for k, v in params.items() if v}
-        _audit(context, [audit.AuditRecord(
+        audit_read(context, [audit.AuditRecord(
             action="audit.queried", actor=actor, channel=filters.channel,
             message_id=filters.message_id, patient_id=filters.patient_id,
             accession=filters.accession, study_uid=filters.study_uid,

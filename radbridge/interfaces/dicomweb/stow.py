@@ -33,7 +33,7 @@ from radbridge.interfaces.dicomweb.stow_response import MEDIA_TYPE
 from radbridge.mappings.dicom.records import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from radbridge.interfaces.api import ApiContext
+    from radbridge.interfaces.api_support import ApiContext
 
 RETRY_AFTER_SECONDS = 5
 Receive = Callable[[Inbound], Awaitable[Receipt]]
