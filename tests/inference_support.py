@@ -75,10 +75,10 @@ def index_series(h: Harness, folder: Path, count: int = 10, seed: int = 3,
 
 
 def service(h: Harness, cards_dir: Path, backend_for=open_backend, *,
-            budget: int = 2**30) -> InferenceService:
+            budget: int = 2**30, qa_strata: tuple[str, ...] = ()) -> InferenceService:
     return InferenceService(h.database, h.blobs, load_cards([cards_dir]), backend_for,
                             backend_label="onnxruntime", budget_bytes=budget, chain=CHAIN,
-                            actor="test")
+                            actor="test", qa_strata=qa_strata)
 
 
 def make_cards(tmp_path: Path) -> Path:

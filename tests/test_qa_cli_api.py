@@ -138,7 +138,6 @@ def test_cli_monitor_stores_each_alert_once(store: Database, cli: Cli) -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    ("agreement", "--by", "scanner"),
     ("agreement", "--since", "2026-02-30"),
     ("drift", "--version", "1.0"),
 ])
@@ -154,6 +153,7 @@ def test_cli_usage_errors_exit_2(store: Database, cli: Cli, argv: tuple[str, ...
     (("agreement", "--since", "2026-03-01", "--until", "2026-02-01"), "since"),
     (("agreement", "--version", "1.0"), "--version"),
     (("agreement", "--confidence", "1.5"), "confidence"),
+    (("agreement", "--by", "scanner"), "by"),  # neither a dimension nor a DICOM keyword
     (("drift", "--model", MODEL, "--baseline", "2026-02-01..2026-01-01"), "--baseline"),
     (("drift", "--model", MODEL, "--current", "March"), "--current"),
     (("drift", "--model", MODEL, "--bins", "1"), "bins"),

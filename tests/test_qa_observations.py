@@ -112,6 +112,14 @@ def test_a_newer_study_version_replaces_the_rows_of_the_earlier_run(h, cards_dir
     assert latest.run_id > first.run_id and latest.study_uid == study_uid
 
 
+def test_the_strata_a_site_configured_are_kept_with_each_observation(h, cards_dir,
+                                                                    tmp_path):
+    study_uid = index_series(h, tmp_path / "study", BodyPartExamined="HEAD")
+    run_all(h, cards_dir, study_uid, qa_strata=("BodyPartExamined", "ProtocolName"))
+    [row] = observations(h)
+    assert row.strata == {"BodyPartExamined": "HEAD", "ProtocolName": "unknown"}
+
+
 def test_skipped_and_failed_runs_record_nothing(h, cards_dir, tmp_path):
     study_uid = index_series(h, tmp_path / "study")
     run_all(h, cards_dir, study_uid, budget=1024)  # toy-mr skipped, toy-ct over budget

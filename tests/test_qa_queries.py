@@ -22,7 +22,7 @@ from radbridge.engine.qa import queries
 from radbridge.engine.qa.queries import DriftOptions, Window
 from radbridge.qa.drift import DriftVerdict, baseline_edges, histogram, psi
 from radbridge.qa.errors import QaConfigError
-from radbridge.qa.metrics import wilson
+from radbridge.qa.metrics import Counts, wilson
 
 MODEL, VERSION = "ich-ct", "1.0"
 ABSENT = "absent"
@@ -47,6 +47,8 @@ class Obs:
     slice_thickness: float | None = 1.0
     kernel: str | None = "STANDARD"
     pixel_mean: float | None = 0.0
+    strata: tuple[tuple[str, str], ...] = ()
+    """The site's configured strata (keyword, value) of the observation."""
 
 
 def add_rows(database: Database, rows: Iterable[Obs]) -> None:
@@ -67,7 +69,7 @@ def add_rows(database: Database, rows: Iterable[Obs]) -> None:
                 manufacturer=obs.manufacturer, scanner_model=obs.scanner, station="CT1",
                 site="General", sex="female", age_band="40-64", kvp=obs.kvp,
                 slice_thickness=obs.slice_thickness, pixel_spacing=0.5, kernel=obs.kernel,
-                pixel_mean=obs.pixel_mean, pixel_std=1.0))
+                pixel_mean=obs.pixel_mean, pixel_std=1.0, strata=dict(obs.strata)))
             if obs.read != ABSENT:
                 session.add(QaRead(
                     study_uid=uid, finding_code="274100004", finding_system="SCT",
@@ -373,3 +375,19 @@ def test_saturated_scores_that_only_jitter_are_stable(database: Database) -> Non
     assert report.score.psi is not None and report.score.psi < 0.01
     assert report.score.judgement is not None
     assert report.score.judgement.verdict is DriftVerdict.STABLE
+
+
+def test_agreement_by_a_stratum_the_site_configured(database: Database) -> None:
+    day = date(2026, 1, 10)
+    wrist, hand = (("ProtocolName", "WRIST 2V"),), (("ProtocolName", "HAND 3V"),)
+    add_rows(database, [Obs(day, ai=True, read=True, strata=wrist)] * 3
+             + [Obs(day, ai=True, read=False, strata=wrist)]
+             + [Obs(day, ai=False, read=False, strata=hand)] * 2
+             + [Obs(day, ai=False, read=True)])  # kept before the site configured it
+    with database.read() as session:
+        report = queries.agreement(session, MODEL, by="ProtocolName")
+    counts = {row.group: row.agreement.counts for row in report.rows}
+    assert counts == {"WRIST 2V": Counts(tp=3, fp=1), "HAND 3V": Counts(tn=2),
+                      "unknown": Counts(fn=1)}
+    with database.read() as session, pytest.raises(QaConfigError, match="DICOM keyword"):
+        queries.agreement(session, MODEL, by="NotAKeyword")

@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydicom.datadict import tag_for_keyword
 
 from radbridge.engine.units import ByteSize, Duration
 from radbridge.qa.reading import rules_from_config
@@ -407,6 +408,19 @@ class InferenceDestination(DestinationBase):
     results_channel: Name | None = None
     """The internal channel that receives one message per study version when every model
     has finished (the results issue renders it to ORU, FHIR and SR)."""
+    qa_strata: list[str] = Field(default_factory=list)
+    """DICOM keywords (e.g. BodyPartExamined, ProtocolName) whose values each QA
+    observation keeps, so that agreement and positive rates break down by them too
+    (`radbridge qa agreement --by ProtocolName`)."""
+
+    @field_validator("qa_strata")
+    @classmethod
+    def _dicom_keywords(cls, value: list[str]) -> list[str]:
+        for keyword in value:
+            if tag_for_keyword(keyword) is None:
+                raise ValueError(f"qa_strata: {keyword!r} is not a DICOM keyword "
+                                 "(e.g. BodyPartExamined, ProtocolName)")
+        return value
 
 
 class QaReportsDestination(DestinationBase):

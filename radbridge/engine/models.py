@@ -691,6 +691,9 @@ class QaObservation(Base):
     pixel_mean: Mapped[float | None] = mapped_column(Float)
     pixel_std: Mapped[float | None] = mapped_column(Float)
     """Of the model's input tensor after preprocessing: what input drift is measured on."""
+    strata: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    """The site's own strata (the inference destination's `qa_strata`): DICOM keyword ->
+    the value in the series' header ("unknown" when absent)."""
 
     __table_args__ = (
         UniqueConstraint("run_id", "finding_system", "finding_code"),

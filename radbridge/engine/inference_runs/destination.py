@@ -65,7 +65,7 @@ class InferenceRunner:
             backend_for, backend_label=label,
             budget_bytes=channel_config.memory_budget_mb * 2**20,
             chain=f"{context.node_id}/inference/{channel_config.name}",
-            actor=f"destination:{channel_config.name}")
+            actor=f"destination:{channel_config.name}", qa_strata=channel_config.qa_strata)
         self._gate = PriorityGate(channel_config.parallel)
 
     async def send(self, delivery: OutboundDelivery) -> SendResult:

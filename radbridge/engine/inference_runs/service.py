@@ -109,7 +109,8 @@ class InferenceService:
 
     def __init__(self, database: Database, blobs: BlobStore,
                  cards: Sequence[tuple[Path, ModelCard]], backend_for: BackendFactory, *,
-                 backend_label: str, budget_bytes: int, chain: str, actor: str) -> None:
+                 backend_label: str, budget_bytes: int, chain: str, actor: str,
+                 qa_strata: Sequence[str] = ()) -> None:
         self._database = database
         self._blobs = blobs
         self._cards = list(cards)
@@ -120,6 +121,7 @@ class InferenceService:
         self._budget = budget_bytes
         self._chain = chain
         self._actor = actor
+        self._qa_strata = tuple(qa_strata)
 
     def plan(self, study_uid: str, version: int) -> Plan:
         """Which model runs on which series of the study, and how urgent it is."""
@@ -171,7 +173,7 @@ class InferenceService:
         return self._record(plan, card, assignment.series_uid, len(datasets), RunStatus.DONE,
                             None, found, heatmap, preprocess_ms, inference_ms,
                             prepared.grid.to_json() if heatmap else None,
-                            qa=RunInput.of(datasets, prepared.tensor))
+                            qa=RunInput.of(datasets, prepared.tensor, self._qa_strata))
 
     def close(self) -> None:
         for backend in self._backends.values():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -46,15 +46,20 @@ class RunInput:
     header: Dataset
     pixel_mean: float | None
     pixel_std: float | None
+    strata: dict[str, str] = field(default_factory=dict)
+    """The site's configured strata: DICOM keyword -> value ("unknown" when absent)."""
 
     @classmethod
-    def of(cls, datasets: Sequence[Dataset], tensor: NDArray[Any]) -> RunInput:
+    def of(cls, datasets: Sequence[Dataset], tensor: NDArray[Any],
+           strata: Sequence[str] = ()) -> RunInput:
         """From the series' datasets (the first one's header) and the prepared tensor;
         statistics that are not finite are left out (None) rather than stored as NaN."""
         values = np.asarray(tensor, dtype=np.float64)
         mean = float(values.mean()) if values.size else math.nan
         std = float(values.std()) if values.size else math.nan
-        return cls(datasets[0], _finite(mean), _finite(std))
+        header = datasets[0]
+        chosen = {keyword: _label(group_value(text(header, keyword))) for keyword in strata}
+        return cls(header, _finite(mean), _finite(std), chosen)
 
 
 def record_observations(session: Session, run: InferenceRun, card: ModelCard,
@@ -97,6 +102,7 @@ def observation_rows(run: InferenceRun, card: ModelCard,
         "pixel_spacing": facts.pixel_spacing[0] if facts.pixel_spacing else None,
         "kernel": _clip(facts.kernel),
         "pixel_mean": source.pixel_mean, "pixel_std": source.pixel_std,
+        "strata": dict(source.strata),
     }
     rows: dict[tuple[str, str], QaObservation] = {}
     for finding in run.findings:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydicom.datadict import tag_for_keyword
 from sqlalchemy import (
     ClauseElement,
     ColumnElement,
@@ -255,13 +256,18 @@ class AgreementReport:
                 "confidence": self.confidence, "rows": [row.as_json() for row in self.rows]}
 
 
-def dimension_column(by: str | None) -> str | None:
-    """The column a `qa.strata` dimension groups by; QaConfigError for an unknown one."""
+def dimension_column(by: str | None) -> ColumnElement[Any] | None:
+    """What a dimension groups by: a built-in `qa.strata` dimension's column, or, for a
+    DICOM keyword (a site's `qa_strata`, e.g. ProtocolName), its value in the
+    observation's `strata` ("unknown" where it was not kept); QaConfigError otherwise."""
     if by is None:
         return None
-    if by not in DIMENSION_COLUMNS:
-        raise QaConfigError("by", f"one of {', '.join(DIMENSIONS)}, not {by[:40]!r}")
-    return DIMENSION_COLUMNS[by]
+    if by in DIMENSION_COLUMNS:
+        return OBS.c[DIMENSION_COLUMNS[by]]
+    if tag_for_keyword(by) is not None:
+        return func.coalesce(OBS.c.strata[by].as_string(), literal_column(f"'{UNKNOWN}'"))
+    raise QaConfigError("by", f"one of {', '.join(DIMENSIONS)} or a DICOM keyword of the "
+                              f"inference destination's qa_strata, not {by[:40]!r}")
 
 
 def agreement_statement(model: str, version: str, window: Window | None,
@@ -274,7 +280,7 @@ def agreement_statement(model: str, version: str, window: Window | None,
         READS.c.finding_code == OBS.c.finding_code, rad.is_not(None)))
     keys: list[ColumnElement[Any]] = [OBS.c.finding_system, OBS.c.finding_code]
     if column is not None:
-        keys.append(OBS.c[column].label("grp"))
+        keys.append(column.label("grp"))
     yes, no = True, False
     return (select(*keys, func.count().label("n"), _count_if(ai.is_(yes)).label("ai_pos"),
                    _count_if(and_(ai.is_(yes), rad.is_(yes))).label("tp"),

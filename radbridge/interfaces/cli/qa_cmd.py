@@ -118,7 +118,9 @@ def register_agreement(actions: SubParsers) -> None:
                            help="last study date (default today with --since)")
     agreement.add_argument("--window", metavar="DAYS", help="the DAYS ending today, e.g. 90d "
                            "(instead of --since/--until; default: all study dates)")
-    agreement.add_argument("--by", choices=DIMENSIONS, help="one row per group of this stratum")
+    agreement.add_argument("--by", metavar="DIMENSION",
+                           help="one row per group: " + ", ".join(DIMENSIONS) + ", or a DICOM "
+                           "keyword the inference destination keeps (qa_strata)")
     _add_common(agreement)
     agreement.add_argument("--confidence", type=float, default=0.95,
                            help="confidence level of the intervals (default 0.95)")

@@ -63,6 +63,7 @@ def upgrade() -> None:
     sa.Column('kernel', sa.String(length=64), nullable=True),
     sa.Column('pixel_mean', sa.Float(), nullable=True),
     sa.Column('pixel_std', sa.Float(), nullable=True),
+    sa.Column('strata', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['inference_runs.id'], name=op.f('fk_qa_observations_run_id_inference_runs')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_qa_observations')),
     sa.UniqueConstraint('run_id', 'finding_system', 'finding_code', name=op.f('uq_qa_observations_run_id_finding_system_finding_code'))
