@@ -67,14 +67,19 @@ def radbridge(channel: dict[str, Any], url: str, data_dir: Path, split: bool
                str(data_dir), "--database-url", url, "--port", str(api), "--node-id", "bench",
                *(["--split"] if split else [])]
     with process(command, log=data_dir / "radbridge.log") as child:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError((data_dir / "radbridge.log").read_text()[-3000:])
-            time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{api}", data_dir / "radbridge.log", 60)
         yield RunningNode(api, child.pid)
+
+
+def wait_ready(base: str, log: Path, timeout: float) -> None:
+    """Until the node at `base` answers /ready; its log's tail in the error otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(log.read_text()[-3000:])
+        time.sleep(0.2)

@@ -37,7 +37,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import psycopg
 from sqlalchemy import text
 
 from benchmarks import stores
@@ -150,26 +149,12 @@ def fill(database: Database, rows: int) -> float:
         for table, columns, values in (("inference_runs", RUN_COLUMNS, runs),
                                        ("qa_observations", OBS_COLUMNS, observations),
                                        ("qa_reads", READ_COLUMNS, reads)):
-            _load(database, table, columns, values)
+            stores.bulk_load(database, table, columns, values)
     with database.engine.begin() as connection:
         for index in indexes:
             index.create(connection)
     _analyze(database)
     return time.perf_counter() - started
-
-
-def _load(database: Database, table: str, columns: tuple[str, ...],
-          values: list[tuple[Any, ...]]) -> None:
-    if database.is_postgres:
-        with (psycopg.connect(stores.pg_dsn()) as pg, pg.cursor() as cursor,
-              cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy):
-            for row in values:
-                copy.write_row(row)
-        return
-    marks = ", ".join("?" for _ in columns)
-    with database.engine.begin() as connection:
-        connection.exec_driver_sql(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
 
 
 def _analyze(database: Database) -> None:

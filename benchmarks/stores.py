@@ -96,6 +96,22 @@ def _reset_postgres(database: Database) -> None:
         autocommit.execute(text("CHECKPOINT"))
 
 
+def bulk_load(database: Database, table: str, columns: tuple[str, ...],
+              rows: list[tuple[Any, ...]]) -> None:
+    """Rows straight into a table, the fastest way each store takes them: COPY on
+    PostgreSQL, one executemany INSERT on SQLite (benchmark set-up only)."""
+    if database.is_postgres:
+        with (psycopg.connect(pg_dsn()) as pg, pg.cursor() as cursor,
+              cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy):
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    with database.engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, Python, SQLite and PostgreSQL versions, and the durability settings used."""
     with psycopg.connect(PG_ADMIN, connect_timeout=5) as connection:

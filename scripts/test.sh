@@ -25,6 +25,21 @@ ensure_postgres() {
 }
 ensure_postgres
 
+# Debian packages whose install scripts would start a system service (Orthanc on
+# 0.0.0.0, rsyslog): installed with a policy-rc.d that keeps every service from starting.
+install_without_starting() {
+  local policy=/usr/sbin/policy-rc.d made_policy=0 status=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+  fi
+  apt-get update -qq >&2 || status=$?
+  if [ "$status" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 || status=$?
+  fi
+  if [ "$made_policy" -eq 1 ]; then rm -f "$policy"; fi
+  return "$status"
+}
+
 # Orthanc (+DICOMweb), dcmtk and dicom3tools for the DICOM tests (tests/peers). The tests
 # start their own Orthanc inside a network namespace; a system Orthanc that Debian's
 # package scripts start would listen on 0.0.0.0:4242/8042, so it is kept from starting
@@ -35,16 +50,8 @@ ensure_dicom_peers() {
     return 0
   fi
   echo "installing Orthanc, dcmtk and dicom3tools from Debian's packages" >&2
-  local policy=/usr/sbin/policy-rc.d made_policy=0 status=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
-  fi
-  apt-get update -qq >&2 || status=$?
-  if [ "$status" -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      orthanc orthanc-dicomweb dcmtk dicom3tools >&2 || status=$?
-  fi
-  if [ "$made_policy" -eq 1 ]; then rm -f "$policy"; fi
+  local status=0
+  install_without_starting orthanc orthanc-dicomweb dcmtk dicom3tools || status=$?
   if [ -d /run/systemd/system ]; then
     systemctl disable --now orthanc >/dev/null 2>&1 || true
   else
@@ -90,6 +97,30 @@ ensure_fhir_peer() {
   echo "warning: the FHIR peer is not installed; its tests will be skipped" >&2
 }
 ensure_fhir_peer
+
+# Debian's chromium for the console's browser tests (tests/e2e/test_console.py), driven by
+# Playwright from the test extras; Playwright's own browser download is not used.
+ensure_chromium() {
+  if command -v chromium >/dev/null; then return 0; fi
+  echo "installing chromium from Debian's packages" >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+}
+ensure_chromium
+
+# Debian's rsyslog (with its GnuTLS stream driver) as the syslog collector of the audit
+# forwarding tests (tests/peers/rsyslog.py): they run their own rsyslogd in the foreground
+# with their own config on loopback ports. Installing the package would start the system
+# service, so it is kept from starting (policy-rc.d); a system rsyslog already there is
+# left as it is.
+ensure_rsyslog() {
+  if [ -x /usr/sbin/rsyslogd ] && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 \
+      && command -v openssl >/dev/null; then
+    return 0
+  fi
+  echo "installing rsyslog, rsyslog-gnutls and gnutls-bin from Debian's packages" >&2
+  install_without_starting rsyslog rsyslog-gnutls gnutls-bin openssl
+}
+ensure_rsyslog
 # Trust auth for local tests (the machine kind's default); harmless when already set.
 psql -h 127.0.0.1 -U postgres -d postgres -qAtc "select 1" >/dev/null
 

@@ -46,7 +46,7 @@ def test_default_channels_are_ok(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_example_channels_are_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert validate(str(DEFAULT_DIR), str(EXAMPLES_DIR)) == 0
-    assert capsys.readouterr().out.startswith("OK: 17 channel(s)")
+    assert capsys.readouterr().out.startswith("OK: 18 channel(s)")
 
 
 def test_every_issue_on_stderr_one_per_line(

@@ -479,7 +479,8 @@ def test_a_1_gib_instance_is_streamed_with_bounded_memory(tmp_path: Path) -> Non
         digest = hashlib.sha256()
         response = httpx.post(f"{node.base_url}/dicomweb/imaging/studies",
                               content=_large_instance_chunks(LARGE_FRAMES, digest),
-                              headers={"Content-Type": MULTIPART}, timeout=600)
+                              headers={"Content-Type": MULTIPART, **node.auth_headers()},
+                              timeout=600)
         assert response.status_code == 200, response.text
         peak = _vm_hwm_kib(node.process.pid)
         database = Database(node.database_url)

@@ -20,6 +20,7 @@ from radbridge.engine.config import ChannelDestination, DestinationBase, NullDes
 from radbridge.engine.db import Database
 from radbridge.engine.outbox import OutboundDelivery
 from radbridge.engine.receiver import Inbound, Receipt
+from radbridge.errors import TransientDeliveryError, UnknownChannel
 
 Receive = Callable[[Inbound], Awaitable[Receipt]]
 
@@ -136,13 +137,17 @@ class ChannelHandOver:
         blob = None
         if delivery.blob_sha256 is not None:
             blob = BlobRef(delivery.blob_sha256, delivery.size)
-        receipt = await self._context.receive(Inbound(
-            channel=self._target, content_type=delivery.content_type,
-            source=f"channel:{delivery.channel}", content=content, blob=blob,
-            dedup_key=delivery.idempotency_key, patient_id=delivery.patient_id,
-            accession=delivery.accession, study_uid=delivery.study_uid,
-            metadata=delivery.metadata,
-        ))
+        try:
+            receipt = await self._context.receive(Inbound(
+                channel=self._target, content_type=delivery.content_type,
+                source=f"channel:{delivery.channel}", content=content, blob=blob,
+                dedup_key=delivery.idempotency_key, patient_id=delivery.patient_id,
+                accession=delivery.accession, study_uid=delivery.study_uid,
+                metadata=delivery.metadata,
+            ))
+        except UnknownChannel as exc:  # undeployed at runtime: it waits for a redeploy
+            raise TransientDeliveryError(f"channel {self._target} is not deployed: {exc}") \
+                from exc
         return SendResult(
             detail=f"handed to channel {self._target} as message {receipt.message_id}")
 

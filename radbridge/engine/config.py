@@ -13,6 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydicom.datadict import tag_for_keyword
 
+from radbridge.engine.alerts.config import (
+    DeadLettersRule,
+    DriftRule,
+    ErrorRateRule,
+    PeerDownRule,
+    QueueAgeRule,
+)
 from radbridge.engine.units import ByteSize, Duration
 from radbridge.qa.reading import rules_from_config
 
@@ -595,9 +602,26 @@ class QaMonitorSource(StrictModel):
     ks_alpha: float = Field(default=0.01, gt=0, lt=1)
 
 
+class AlertsSource(StrictModel):
+    """Evaluates alert rules over the store every `interval` (radbridge.engine.alerts) and
+    receives each new incident, and each resolution, on this channel as a JSON message,
+    so the channel's destinations deliver it (an http destination is a webhook). One
+    incident is one alert however often it is checked; resolved, then seen again, is a
+    second. `channels`: which channels the rules watch (empty: every channel but this)."""
+
+    type: Literal["alerts"]
+    interval: Duration = Field(default=30.0, gt=0)
+    channels: list[Name] = Field(default_factory=list)
+    error_rate: ErrorRateRule = Field(default_factory=ErrorRateRule)
+    queue_age: QueueAgeRule = Field(default_factory=QueueAgeRule)
+    dead_letters: DeadLettersRule = Field(default_factory=DeadLettersRule)
+    peer_down: PeerDownRule = Field(default_factory=PeerDownRule)
+    drift: DriftRule = Field(default_factory=DriftRule)
+
+
 SourceConfig = Annotated[
     HttpSource | DirectorySource | ChannelSource | MllpSource | DimseSource | StowRsSource
-    | QaMonitorSource,
+    | QaMonitorSource | AlertsSource,
     Field(discriminator="type"),
 ]
 

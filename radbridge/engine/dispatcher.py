@@ -25,6 +25,7 @@ from radbridge.engine import metrics
 from radbridge.engine.adapters import Destination
 from radbridge.engine.config import DestinationBase
 from radbridge.engine.outbox import DeliveryResult, OutboundDelivery, Outbox, OutboxWriter, Outcome
+from radbridge.engine.peers import PEERS, PeerTracker, is_connection_failure, peer_label
 from radbridge.engine.retry import RetryPolicy
 from radbridge.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -49,6 +50,7 @@ class DeliveryWorker:
         writer: OutboxWriter,
         *,
         poll_interval: float = 0.5,
+        peers: PeerTracker = PEERS,
     ) -> None:
         self.channel = channel
         self.config = config
@@ -71,6 +73,8 @@ class DeliveryWorker:
         self._held: set[int] = set()
         """Deliveries being sent or having their outcome recorded right now."""
         self._claim_due = True  # the outbox may hold due work: look at start-up
+        self._peers = peers
+        self._peer = peer_label(config)
 
     def wake(self) -> None:
         """Deliveries may be due in the outbox (called from the event loop)."""
@@ -198,16 +202,20 @@ class DeliveryWorker:
         started = time.perf_counter()
         try:
             sent = await self._destination.send(delivery)
+            self._note_peer(None)
             return DeliveryResult(delivery, Outcome.SENT, response=sent.response,
                                   detail=sent.detail)
         except asyncio.CancelledError:
             self._writer.record(DeliveryResult(delivery, Outcome.RELEASED))
             raise
         except PermanentDeliveryError as exc:
+            self._note_peer(exc)
             return self._failed(delivery, str(exc), permanent=True)
         except TransientDeliveryError as exc:
+            self._note_peer(exc)
             return self._failed(delivery, str(exc), permanent=False)
         except Exception as exc:  # an adapter bug must fail this delivery, not the worker
+            self._note_peer(exc)
             # Exception text may quote content: the type here, the text in the store.
             log.error("destination %s/%s raised %s on delivery %s", self.channel,
                       self.config.name, type(exc).__name__, delivery.delivery_id)
@@ -216,6 +224,17 @@ class DeliveryWorker:
         finally:
             metrics.DELIVERY_LATENCY.labels(self.channel, self.config.name).observe(
                 time.perf_counter() - started)
+
+    def _note_peer(self, failure: Exception | None) -> None:
+        """Up when the peer answered (a success, or a refusal that retrying cannot
+        change); down when the attempt could not connect; other failures say nothing."""
+        if self._peer is None:
+            return
+        where = f"{self.channel}/{self.config.name}"
+        if failure is not None and is_connection_failure(failure):
+            self._peers.unreachable(self._peer, where)
+        elif failure is None or isinstance(failure, PermanentDeliveryError):
+            self._peers.reached(self._peer, where)
 
     def _failed(
         self, delivery: OutboundDelivery, reason: str, *, permanent: bool

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -60,6 +61,44 @@ HL7_ACKS = Counter(
 MLLP_CONNECTIONS = Gauge(
     "radbridge_mllp_connections", "Open MLLP connections of a channel's listener", ["channel"]
 )
+CHANNEL_PAUSED = Gauge(
+    "radbridge_channel_paused", "1 while a deployed channel is paused (runtime control)",
+    ["channel"],
+)
+PEER_UP = Gauge(
+    "radbridge_peer_up",
+    "1 when the last delivery attempt to this peer reached it, 0 when it could not connect",
+    ["peer"],
+)
+INFERENCE_LATENCY = Histogram(
+    "radbridge_inference_seconds", "Time a model's backend took for one study (one run)",
+    ["model", "version"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+INFERENCE_POSITIVES = Counter(
+    "radbridge_inference_positives_total",
+    "Finished runs with at least one positive finding (divide by the latency histogram's "
+    "_count for the positive rate)",
+    ["model", "version"],
+)
+ALERTS_RAISED = Counter(
+    "radbridge_alerts_raised_total", "Alert incidents opened by an alerts channel's rules",
+    ["rule"],
+)
+
+
+class _Finding(Protocol):
+    @property
+    def positive(self) -> bool: ...
+
+
+def observe_inference(model: str, version: str, seconds: float,
+                      findings: Iterable[_Finding]) -> None:
+    """One finished run of a model: its backend time and whether it found something."""
+    INFERENCE_LATENCY.labels(model, version).observe(seconds)
+    positives = INFERENCE_POSITIVES.labels(model, version)  # a 0 series from the first run
+    if any(finding.positive for finding in findings):
+        positives.inc()
 
 
 # --- gauges read from the store at scrape time ----------------------------------------

@@ -735,3 +735,92 @@ class QaRead(Base):
 
 QA_OBSERVATIONS = cast(Table, QaObservation.__table__)
 QA_READS = cast(Table, QaRead.__table__)
+
+
+# --- access control: API tokens (radbridge.interfaces.auth) ------------------------------
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP API. The secret is shown once, when it is made; only its
+    SHA-256 is kept (the secret is 32 random bytes, so a salt would add nothing). `name`
+    is what audit events call the caller ("token:<name>"), hence unique."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+API_TOKENS = cast(Table, ApiToken.__table__)
+
+
+# --- audit forwarding: how far each syslog destination has the ledger (audit_export) ------
+
+
+class AuditForwarding(Base):
+    """The store-and-forward cursor of one audit destination (a syslog collector): every
+    event up to `last_seq` was sent to it; the events after it wait in the ledger itself,
+    however long the collector is away. One node at a time forwards to a destination:
+    the one holding the lease, renewed with each batch."""
+
+    __tablename__ = "audit_forwarding"
+
+    destination: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """The target's name, e.g. tls://collector.example:6514."""
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    forwarded: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+AUDIT_FORWARDING = cast(Table, AuditForwarding.__table__)
+
+
+# --- operations: alert incidents (radbridge.engine.alerts) -------------------------------
+
+
+class AlertIncident(Base):
+    """One incident an `alerts` channel's rules found: open while its rule holds, then
+    resolved. `open_key` is the key while open and NULL after, so that one key has at
+    most one open incident (nodes sharing a store race to open it; one wins) while its
+    resolved ones stay as history. The message ids say the raise and the resolution
+    were received on the alerts channel (NULL: not yet, so the next pass does it)."""
+
+    __tablename__ = "alert_incidents"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    alert_channel: Mapped[str] = mapped_column(String(63))
+    rule: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(255))
+    open_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(String(63))
+    destination: Mapped[str | None] = mapped_column(String(63))
+    peer: Mapped[str | None] = mapped_column(String(255))
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    node: Mapped[str] = mapped_column(String(128))
+    """The node that opened it."""
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    raised_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    resolved_message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(None, "alert_channel", "state"),
+        Index(None, "key", "id"),
+    )
+
+
+ALERT_INCIDENTS = cast(Table, AlertIncident.__table__)

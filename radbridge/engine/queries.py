@@ -40,6 +40,8 @@ def list_messages(
     *,
     channel: str | None = None,
     status: str | None = None,
+    patient_id: str | None = None,
+    accession: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
@@ -47,12 +49,17 @@ def list_messages(
 
     `deliveries` maps destination -> {status: count} (normally one delivery per
     destination and generation). Pass the last id returned as `before_id` for the next page.
+    `patient_id` and `accession` match exactly, each on its own index.
     """
     statement = select(Message).options(defer(Message.meta))
     if channel is not None:
         statement = statement.where(Message.channel == channel)
     if status is not None:
         statement = statement.where(Message.status == status)
+    if patient_id is not None:
+        statement = statement.where(Message.patient_id == patient_id)
+    if accession is not None:
+        statement = statement.where(Message.accession == accession)
     if before_id is not None:
         statement = statement.where(Message.id < before_id)
     limit = max(1, min(limit, MAX_PAGE))
@@ -231,22 +238,31 @@ def queue_depths(
     *,
     statuses: Iterable[str] | None = None,
 ) -> list[QueueDepth]:
-    """Delivery counts per (channel, destination, status), in one GROUP BY.
+    """Delivery counts per (channel, destination, status).
 
-    `oldest_created_at` is the creation time of the oldest delivery in the group.
+    `oldest_created_at` is the creation time of the oldest *pending* delivery (None for
+    the other statuses). Two queries, because one that also took min(created_at) of every
+    group read every row (610 ms at 1M deliveries on SQLite) where the counts alone come
+    from the (channel, destination, status, ...) index and the few pending rows from
+    theirs (about 120 ms and under 1 ms).
     """
-    statement = select(
-        Delivery.channel, Delivery.destination, Delivery.status,
-        func.count(), func.min(Delivery.created_at),
-    )
-    if channel_names is not None:
-        statement = statement.where(Delivery.channel.in_(list(channel_names)))
+    names = None if channel_names is None else list(channel_names)
+    counted = select(Delivery.channel, Delivery.destination, Delivery.status, func.count())
+    oldest = (select(Delivery.channel, Delivery.destination, func.min(Delivery.created_at))
+              .where(Delivery.status == DeliveryStatus.PENDING.value))
+    if names is not None:
+        counted = counted.where(Delivery.channel.in_(names))
+        oldest = oldest.where(Delivery.channel.in_(names))
     if statuses is not None:
-        statement = statement.where(Delivery.status.in_(list(statuses)))
+        counted = counted.where(Delivery.status.in_(list(statuses)))
     rows = session.execute(
-        statement.group_by(Delivery.channel, Delivery.destination, Delivery.status)
-    ).all()
-    return [QueueDepth(*row) for row in rows]
+        counted.group_by(Delivery.channel, Delivery.destination, Delivery.status)).all()
+    pending_since = {(channel, destination): at for channel, destination, at in session.execute(
+        oldest.group_by(Delivery.channel, Delivery.destination)).all()}
+    return [QueueDepth(channel, destination, status, count,
+                       pending_since.get((channel, destination))
+                       if status == DeliveryStatus.PENDING else None)
+            for channel, destination, status, count in rows]
 
 
 def empty_destination_stats() -> dict[str, Any]:

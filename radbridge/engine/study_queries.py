@@ -52,7 +52,7 @@ def list_studies(session: Session, where: StudyFilter) -> list[dict[str, Any]]:
         if value is not None:
             statement = statement.where(table.c[column] == value)
     if where.modality is not None:
-        statement = statement.where(table.c.modalities.contains(where.modality))
+        statement = statement.where(table.c.modalities.contains(where.modality, autoescape=True))
     statement = (statement.order_by(table.c.last_received_at.desc(), table.c.id.desc())
                  .limit(max(1, min(where.limit, 1000))).offset(max(0, where.offset)))
     return [plain(row._mapping) for row in session.execute(statement)]

@@ -6,9 +6,12 @@ in `ROUTES` below; what they share (the context, ApiError, parameter parsing) is
 
 Also the `http` channel source: POST /api/channels/NAME/messages stores the body and
 answers 202 only once it is committed. Every read of PHI (a message's metadata or
-content, a list of messages, the audit trail) appends an audit event before the answer
-leaves. Database work runs in worker threads, never on the event loop. Errors answer
-JSON `{"error": "..."}` with the status code that says what went wrong.
+content, a list of messages, the audit trail, studies and inference runs) appends an
+audit event naming the caller before the answer leaves. With `ApiContext.auth` set (as
+`radbridge run` always does) every request passes the auth middleware first: the table
+in `auth/policy.py` says which role each route needs. Database work runs in worker
+threads, never on the event loop. Errors answer JSON `{"error": "..."}` with the status
+code that says what went wrong.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from radbridge.engine import audit, queries, replay, study_queries
 from radbridge.engine.blobstore import BlobRef, BlobStore
@@ -43,6 +48,7 @@ from radbridge.engine.models import Message
 from radbridge.engine.qa import queries as qa_queries
 from radbridge.engine.receiver import Inbound
 from radbridge.errors import NotFound, StoreError, StoreUnavailable, UnknownChannel
+from radbridge.interfaces import api_audit, api_console, api_control
 from radbridge.interfaces.api_support import (
     MAX_ID,
     ApiContext,
@@ -57,8 +63,9 @@ from radbridge.interfaces.api_support import (
     json_body,
     query_params,
     read_query,
-    time_param,
+    text_param,
 )
+from radbridge.interfaces.auth.middleware import AuthMiddleware
 from radbridge.interfaces.dicomweb import stow
 from radbridge.qa.errors import QaConfigError
 
@@ -66,7 +73,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 MESSAGE_PAGE = 500
-AUDIT_PAGE = 1000
 
 
 def _message_id(request: Request) -> int:
@@ -231,11 +237,17 @@ async def list_studies(request: Request) -> Response:
                                "limit", "offset"))
     where = study_queries.StudyFilter(
         state=params.get("state"), accession=params.get("accession"),
-        patient_id=params.get("patient_id"), modality=params.get("modality"),
+        patient_id=params.get("patient_id"),
+        modality=text_param(params, "modality", max_length=16),  # a DICOM CS value
         channel=params.get("channel"), limit=int_param(params, "limit", default=50, maximum=1000)
         or 50, offset=_offset(params))
     database = context_of(request).database
     rows = await run_in_threadpool(read_query, database, study_queries.list_studies, where)
+    given = {k: v for k, v in params.items() if v}
+    await _audit_reads(request, [audit.AuditRecord(
+        action="study.listed", actor=actor_of(request), patient_id=row["patient_id"],
+        accession=row["accession"], study_uid=row["study_uid"], detail={"filters": given},
+    ) for row in rows])
     return JSONResponse({"studies": rows})
 
 
@@ -251,14 +263,36 @@ async def get_study(request: Request) -> Response:
         read_query, database, correlation_queries.study_links, uid)
     detail["inference"] = await run_in_threadpool(
         read_query, database, inference_queries.study_runs, uid)
+    await _audit_reads(request, [audit.AuditRecord(
+        action="study.viewed", actor=actor_of(request), patient_id=detail["patient_id"],
+        accession=detail["accession"], study_uid=uid,
+        detail={"instances": with_instances, "runs": [r["id"] for r in detail["inference"]]},
+    )])
     return JSONResponse(detail)
+
+
+async def _audit_reads(request: Request, records: list[audit.AuditRecord]) -> None:
+    """Append the read events (one per study shown) before the answer leaves."""
+    if records:
+        await run_in_threadpool(audit_read, context_of(request), records)
 
 
 def _offset(params: QueryParams) -> int:
     raw = params.get("offset") or "0"
-    if not raw.isdigit():
-        raise ApiError(400, f"query parameter 'offset': expected 0 or more, got {raw[:20]!r}")
-    return int(raw)
+    value = _whole_number(raw)
+    if value is None:
+        raise ApiError(400, f"query parameter 'offset': expected 0 to {MAX_ID}, "
+                            f"got {raw[:20]!r}")
+    return value
+
+
+def _whole_number(raw: str) -> int | None:
+    """`raw` as 0 to MAX_ID when it is plain ASCII digits, else None (int() would take
+    '٣' and fail on '²' or on 5,000 digits)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_ID)):
+        return None
+    value = int(raw)
+    return value if value <= MAX_ID else None
 
 
 # --- inference runs --------------------------------------------------------------------
@@ -280,15 +314,27 @@ async def list_inference(request: Request) -> Response:
         limit=int_param(params, "limit", default=50, maximum=1000) or 50, offset=_offset(params))
     runs = await run_in_threadpool(read_query, context_of(request).database,
                                    inference_queries.list_runs, where)
+    per_study: dict[str, list[int]] = {}
+    for run in runs:
+        per_study.setdefault(run["study_uid"], []).append(run["id"])
+    given = {k: v for k, v in params.items() if v}
+    await _audit_reads(request, [audit.AuditRecord(
+        action="inference.listed", actor=actor_of(request), study_uid=study_uid,
+        detail={"filters": given, "runs": ids}) for study_uid, ids in per_study.items()])
     return JSONResponse({"runs": runs})
 
 
 async def get_inference(request: Request) -> Response:
     run_id = request.path_params["run_id"]
+    if not 1 <= run_id <= MAX_ID:
+        raise ApiError(404, f"no inference run {run_id}")
     detail = await run_in_threadpool(read_query, context_of(request).database,
                                      inference_queries.run_detail, run_id)
     if detail is None:
         raise ApiError(404, f"no inference run {run_id}")
+    await _audit_reads(request, [audit.AuditRecord(
+        action="inference.viewed", actor=actor_of(request), study_uid=detail["study_uid"],
+        detail={"run": run_id})])
     return JSONResponse(detail)
 
 
@@ -348,9 +394,10 @@ def _qa_int(params: QueryParams, name: str, default: int) -> int:
     raw = params.get(name) or ""
     if not raw:
         return default
-    if not raw.isdigit():
+    value = _whole_number(raw)
+    if value is None:
         raise QaConfigError(name, f"a whole number, not {raw[:20]!r}")
-    return int(raw)
+    return value
 
 
 def _qa_float(params: QueryParams, name: str, default: float) -> float:
@@ -418,12 +465,15 @@ async def _decide(request: Request, decide: Callable[..., Any], body: dict[str, 
 
 
 async def list_messages(request: Request) -> Response:
-    params = query_params(request, ("channel", "status", "before_id", "limit"))
+    params = query_params(request, ("channel", "status", "patient_id", "accession",
+                                    "before_id", "limit"))
     status = params.get("status") or None
     if status is not None and status not in set(MessageStatus):
         raise ApiError(400, f"query parameter 'status': expected one of "
                             f"{', '.join(MessageStatus)}, got {status!r}")
-    channel = params.get("channel") or None
+    channel = text_param(params, "channel", max_length=63)
+    patient_id = text_param(params, "patient_id", max_length=64)  # their columns' sizes
+    accession = text_param(params, "accession", max_length=64)
     before_id = int_param(params, "before_id")
     limit = int_param(params, "limit", default=50, maximum=MESSAGE_PAGE) or 50
     context, actor = context_of(request), actor_of(request)
@@ -431,10 +481,12 @@ async def list_messages(request: Request) -> Response:
     def work() -> list[dict[str, Any]]:
         with context.database.read() as session:
             rows = queries.list_messages(
-                session, channel=channel, status=status, before_id=before_id, limit=limit
+                session, channel=channel, status=status, patient_id=patient_id,
+                accession=accession, before_id=before_id, limit=limit
             )
         audit_read(context, [audit.AuditRecord(
             action="message.listed", actor=actor, channel=channel,
+            patient_id=patient_id, accession=accession,
             detail={"filters": {k: v for k, v in params.items() if v},
                     "message_ids": [row["id"] for row in rows]},
         )])
@@ -496,49 +548,6 @@ async def retry_message(request: Request) -> Response:
     return JSONResponse({"message_id": message_id, "retried": retried})
 
 
-# --- audit ---------------------------------------------------------------------------
-
-AUDIT_FILTERS = ("patient_id", "accession", "study_uid", "channel", "actor", "action",
-                 "outcome")
-
-
-def _audit_query(params: QueryParams) -> audit.AuditQuery:
-    since, until = time_param(params, "since"), time_param(params, "until")
-    if since is not None and until is not None and since >= until:
-        raise ApiError(400, "query parameter 'until': expected a time after 'since'")
-    return audit.AuditQuery(
-        **{name: params.get(name) or None for name in AUDIT_FILTERS},
-        message_id=int_param(params, "message_id"),
-        since=since,
-        until=until,
-        before_seq=int_param(params, "before_seq"),
-        limit=int_param(params, "limit", default=100, maximum=AUDIT_PAGE) or 100,
-    )
-
-
-async def query_audit(request: Request) -> Response:
-    params = query_params(request, (*AUDIT_FILTERS, "message_id", "since", "until", "before_seq",
-                               "limit"))
-    filters = _audit_query(params)
-    context, actor = context_of(request), actor_of(request)
-
-    def work() -> list[dict[str, Any]]:
-        with context.database.read() as session:
-            events = [audit.event_as_dict(e) for e in audit.query(session, filters)]
-        given = {k: v for k, v in params.items() if v}
-        audit_read(context, [audit.AuditRecord(
-            action="audit.queried", actor=actor, channel=filters.channel,
-            message_id=filters.message_id, patient_id=filters.patient_id,
-            accession=filters.accession, study_uid=filters.study_uid,
-            detail={"filters": given, "returned": len(events)},
-        )])
-        return events
-
-    events = await run_in_threadpool(work)
-    next_before_seq = events[-1]["seq"] if len(events) == filters.limit else None
-    return JSONResponse({"events": events, "next_before_seq": next_before_seq})
-
-
 # --- errors and the app --------------------------------------------------------------
 
 
@@ -586,7 +595,6 @@ ROUTES = [
     Route("/api/messages/{message_id:int}", get_message),
     Route("/api/messages/{message_id:int}/reprocess", reprocess_message, methods=["POST"]),
     Route("/api/messages/{message_id:int}/retry", retry_message, methods=["POST"]),
-    Route("/api/audit", query_audit),
     Route("/api/studies", list_studies),
     Route("/api/studies/{study_uid}", get_study),
     Route("/api/inference", list_inference),
@@ -597,6 +605,9 @@ ROUTES = [
     Route("/api/reconciliation/{item_id:int}/link", link_reconciliation, methods=["POST"]),
     Route("/api/reconciliation/{item_id:int}/reject", reject_reconciliation, methods=["POST"]),
     *stow.ROUTES,
+    *api_console.ROUTES,
+    *api_control.ROUTES,
+    *api_audit.ROUTES,
 ]
 
 
@@ -610,6 +621,20 @@ def _register_gauges(context: ApiContext) -> StoreCollector | None:
     except ValueError as exc:  # another app already registered them on this registry
         log.warning("queue gauges not registered again: %s", exc)
         return None
+
+
+class _RefuseNulInPath:
+    """A path with NUL (%00) names nothing, and PostgreSQL refuses NUL in a query: 400
+    before any route reads a path parameter into one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\x00" in scope["path"]:
+            await _error(400, "the path has a NUL character")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(context: ApiContext) -> Starlette:
@@ -627,6 +652,9 @@ def create_app(context: ApiContext) -> Starlette:
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(_RefuseNulInPath)] + (
+            [] if context.auth is None
+            else [Middleware(AuthMiddleware, authenticator=context.auth)]),
         exception_handlers={
             ApiError: _on_api_error,
             NotFound: _on_not_found,

@@ -18,8 +18,11 @@ from starlette.requests import Request
 from radbridge.engine import audit, queries
 from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.config import ChannelConfig
+from radbridge.engine.control import ChannelControl
 from radbridge.engine.db import Database
 from radbridge.engine.receiver import Inbound, Receipt
+from radbridge.interfaces.auth.authenticator import Authenticator
+from radbridge.interfaces.auth.identity import Identity
 
 MAX_ID = 2**63 - 1
 
@@ -43,6 +46,12 @@ class ApiContext:
     """Called after a reprocess or retry so that workers look for work at once."""
     store_metrics: bool = True
     """Register the queue gauges (StoreCollector) on `registry` while the app runs."""
+    auth: Authenticator | None = None
+    """Checks every request against the access policy. None: authentication is off,
+    which only unit tests do; `radbridge run` always sets it."""
+    control: ChannelControl | None = None
+    """Runtime control of the node the API runs in (deploy, pause, reload: api_control);
+    None: an API without a node behind it, whose control routes answer 503."""
 
 
 class ApiError(Exception):
@@ -69,17 +78,37 @@ def client_host(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def identity_of(request: Request) -> Identity | None:
+    """The caller the auth middleware identified (None when authentication is off)."""
+    identity = request.scope.get("state", {}).get("identity")
+    return identity if isinstance(identity, Identity) else None
+
+
 def actor_of(request: Request) -> str:
-    return f"api:{client_host(request)}"
+    """Who audit events name: token:<name> or oidc:<subject>; api:<client> without auth."""
+    identity = identity_of(request)
+    return identity.actor if identity is not None else f"api:{client_host(request)}"
 
 
 def query_params(request: Request, allowed: tuple[str, ...]) -> QueryParams:
     """The query parameters, refusing any not in `allowed` (a typo is not ignored)."""
     unknown = sorted(set(request.query_params) - set(allowed))
     if unknown:
-        raise ApiError(400, f"unknown query parameter {unknown[0]!r}; expected any of "
+        raise ApiError(400, f"unknown query parameter {unknown[0][:40]!r}; expected any of "
                             f"{', '.join(allowed)}")
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:  # no column can hold it (PostgreSQL refuses it outright)
+            raise ApiError(400, f"query parameter {name!r}: NUL is not allowed")
     return request.query_params
+
+
+def text_param(params: QueryParams, name: str, *, max_length: int) -> str | None:
+    """An exact-match filter of at most `max_length` characters (its column's size)."""
+    value = params.get(name) or None
+    if value is not None and len(value) > max_length:
+        raise ApiError(400, f"query parameter {name!r}: expected at most {max_length} "
+                            "characters")
+    return value
 
 
 def int_param(params: QueryParams, name: str, *, default: int | None = None,
@@ -90,7 +119,8 @@ def int_param(params: QueryParams, name: str, *, default: int | None = None,
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, f"query parameter {name!r}: expected an integer, got {raw!r}") from None
+        raise ApiError(400, f"query parameter {name!r}: expected an integer, "
+                            f"got {raw[:40]!r}") from None
     if not 1 <= value <= maximum:
         raise ApiError(400, f"query parameter {name!r}: expected 1 to {maximum}, got {value}")
     return value
@@ -102,10 +132,10 @@ def time_param(params: QueryParams, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 9999 in UTC
         raise ApiError(400, f"query parameter {name!r}: expected an ISO 8601 time such as "
-                            f"2025-01-31T08:00:00Z, got {raw!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+                            f"2025-01-31T08:00:00Z, got {raw[:40]!r}") from None
 
 
 def bool_param(params: QueryParams, name: str) -> bool:

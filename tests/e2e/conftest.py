@@ -8,8 +8,10 @@
   deliveries stay in flight when a test kills the node.
 - `RadbridgeNode`: one `python -m radbridge run` subprocess with its channel file, its
   log file in tmp_path, readiness polling, signals, restarts and CLI calls against the
-  same store. The `spawn` fixture kills every node it made at teardown, pass or fail,
-  and prints the tail of each log (pytest shows it when the test failed).
+  same store. Its `client` sends the admin token the node wrote on its first start (or,
+  for nodes sharing one store, the one that the first of them wrote). The `spawn`
+  fixture kills every node it made at teardown, pass or fail, and prints the tail of
+  each log (pytest shows it when the test failed).
 - `StoreProbe`: reads delivery and stage rows straight from the store.
 
 Every wait here has a deadline; nothing sleeps and hopes.
@@ -41,6 +43,8 @@ from sqlalchemy import func, select
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import StageKind
 from radbridge.engine.models import Delivery, MessageStage
+from radbridge.interfaces.auth.bootstrap import ADMIN_TOKEN_FILE
+from radbridge.interfaces.auth.client import AdminTokenAuth
 
 READY_TIMEOUT = 20.0
 """Seconds a node gets to answer 200 on /ready after it was started."""
@@ -333,7 +337,10 @@ class RadbridgeNode:
         self.config_path.write_text(channel_yaml)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        self.client = httpx.Client(base_url=self.base_url, timeout=10.0)
+        self.auth = AdminTokenAuth(lambda: [
+            self.data_dir / ADMIN_TOKEN_FILE, *sorted(workdir.glob(f"*-data/{ADMIN_TOKEN_FILE}"))])
+        """The admin token: this node's own, else that of a node on the same store."""
+        self.client = httpx.Client(base_url=self.base_url, timeout=10.0, auth=self.auth)
 
     @property
     def base_url(self) -> str:
@@ -414,6 +421,11 @@ class RadbridgeNode:
         self.client.close()
 
     # talking to it -------------------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header for HTTP clients other than `client`."""
+        token = self.auth.token()
+        return {} if token is None else {"Authorization": f"Bearer {token}"}
 
     def post(
         self, body: bytes, *, key: str | None = None, channel: str = "relay"

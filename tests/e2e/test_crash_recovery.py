@@ -101,15 +101,17 @@ def test_kill_9_with_deliveries_in_flight(
 class _Poster(threading.Thread):
     """POSTs unique bodies one after another until stopped (at most `limit`)."""
 
-    def __init__(self, url: str, prefix: str, stop: threading.Event, limit: int = 2000) -> None:
+    def __init__(self, url: str, prefix: str, stop: threading.Event, limit: int = 2000, *,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(name=f"poster-{prefix}", daemon=True)
         self._url, self._prefix, self._halt, self._limit = url, prefix, stop, limit
+        self._headers = headers or {}
         self.acknowledged: dict[bytes, int] = {}
         self.refused = 0
         self.unexpected: list[str] = []
 
     def run(self) -> None:
-        with httpx.Client(timeout=5.0) as client:
+        with httpx.Client(timeout=5.0, headers=self._headers) as client:
             for i in range(self._limit):
                 if self._halt.is_set():
                     return
@@ -135,7 +137,8 @@ def test_kill_9_while_receiving(
     url = f"{node.base_url}/api/channels/relay/messages"
     stop = threading.Event()
     run = uuid.uuid4().hex[:8]
-    posters = [_Poster(url, f"MSH|receipt|{run}|{n}", stop) for n in range(4)]
+    posters = [_Poster(url, f"MSH|receipt|{run}|{n}", stop, headers=node.auth_headers())
+               for n in range(4)]
     for poster in posters:
         poster.start()
     try:

@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from radbridge.engine import audit
+from radbridge.engine import audit, metrics
 from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.db import Database
 from radbridge.engine.inference_runs.facts import (
@@ -169,6 +169,7 @@ class InferenceService:
             return self._record(plan, card, assignment.series_uid, len(datasets),
                                 RunStatus.FINAL, str(exc), [], None, preprocess_ms, None)
         inference_ms = (time.perf_counter() - prepared_at) * 1000
+        metrics.observe_inference(card.name, card.version, inference_ms / 1000, found)
         heatmap = self._keep_heatmap(found)
         return self._record(plan, card, assignment.series_uid, len(datasets), RunStatus.DONE,
                             None, found, heatmap, preprocess_ms, inference_ms,

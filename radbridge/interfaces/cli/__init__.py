@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from radbridge import __version__
 
 SUBCOMMAND_MODULES = ("run", "validate", "messages", "audit", "db", "prune", "send", "studies",
-                      "reconcile", "dicom", "infer", "inference", "demo", "qa")
+                      "reconcile", "dicom", "infer", "inference", "demo", "qa",
+                      "token",
+                      "channels")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,13 +30,13 @@ class ProcessingChild:
     """The child `radbridge run --role process` and its supervision."""
 
     def __init__(self, settings: Settings, configs: list[Path], drain_timeout: float,
-                 log_level: str) -> None:
+                 log_level: str, log_format: str = "text") -> None:
         self.node_id = f"{settings.node_id}-process"
         self._command = [
             sys.executable, "-m", "radbridge", "run", "--role", "process",
             "--data-dir", str(settings.data_dir), "--database-url", settings.database_url,
             "--node-id", self.node_id, "--drain-timeout", str(drain_timeout),
-            "--log-level", log_level,
+            "--log-level", log_level, "--log-format", log_format,
             *[part for path in configs for part in ("-c", str(path))],
         ]
         self._drain_timeout = drain_timeout

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from radbridge.interfaces.auth.client import AdminTokenAuth
 from radbridge.interfaces.demo.channels import DemoSetupError
 
 READY_TIMEOUT = 90.0
@@ -30,13 +31,16 @@ class EngineError(DemoSetupError):
 
 
 class Engine:
-    """Start with `with Engine(...) as engine:`; `engine.api` is an httpx client."""
+    """Start with `with Engine(...) as engine:`; `engine.api` is an httpx client with
+    the engine's admin token."""
 
     def __init__(self, channels: Path, data_dir: Path, log_path: Path, port: int) -> None:
         self.channels, self.data_dir, self.log_path, self.port = (channels, data_dir,
                                                                   log_path, port)
         self.process: subprocess.Popen[bytes] | None = None
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0,
+                                auth=AdminTokenAuth.of(data_dir))
+        """Sends the admin token the engine writes to its data directory on first start."""
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "radbridge", "run", "-c", str(self.channels),

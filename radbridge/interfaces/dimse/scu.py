@@ -127,8 +127,10 @@ class DicomClient:
             raise AssociationFailed(self.name, f"association rejected ({rj.result_str}):"
                                                f" {rj.reason_str} [{rj.source_str}]")
         if not opened:
+            # the cause says "network": the delivery worker marks the peer down on it
             raise AssociationFailed(self.name, "cannot connect (refused or timed out within"
-                                               f" {config.connect_timeout:g}s)")
+                                               f" {config.connect_timeout:g}s)") \
+                from ConnectionRefusedError(f"{config.host}:{config.port}")
         raise AssociationFailed(self.name, "no association: aborted, no answer within"
                                            f" {config.connect_timeout:g}s, or no presentation"
                                            " context accepted")

@@ -1,0 +1,1 @@
+"""Alert rules over the store, delivered as messages on an `alerts` channel."""
