@@ -50,6 +50,7 @@ GET_PARAMS: dict[str, tuple[str, ...]] = {
     "/health": (),
     "/ready": (),
     "/metrics": (),
+    "/api/me": (),
     "/api/channels": (),
     "/api/channels/{name}": (),
     "/api/messages": MESSAGES,

@@ -234,6 +234,7 @@ def test_a_store_that_cannot_be_read_is_503_not_401(client: TestClient, database
 V, A, C, ADM = Role.VIEWER, Role.ANALYST, Role.COMPLIANCE, Role.ADMIN
 MATRIX: list[tuple[str, str, set[Role]]] = [
     ("GET", "/metrics", {V, A, C, ADM}),
+    ("GET", "/api/me", {V, A, C, ADM}),
     ("GET", "/api/channels", {V, A, C, ADM}),
     ("GET", "/api/channels/orders", {V, A, C, ADM}),
     ("GET", "/api/qa/agreement", {V, A, C, ADM}),
@@ -269,6 +270,14 @@ def test_each_role_gets_exactly_its_routes(client: TestClient, seeded: Seeded,
             assert answer.headers["www-authenticate"].endswith('error="insufficient_scope"')
             assert answer.json()["error"].startswith(f"role {role.value} may not {method}")
     assert wrong == []
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_who_am_i_names_the_token_and_its_role(client: TestClient, tokens: dict[Role, str],
+                                               role: Role) -> None:
+    answer = client.get("/api/me", headers=bearer(tokens[role]))
+    assert answer.json() == {"name": f"{role.value}-token", "kind": "token",
+                             "roles": [role.value]}
 
 
 def test_admin_reaches_the_routes_themselves(client: TestClient, seeded: Seeded,

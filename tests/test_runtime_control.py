@@ -157,6 +157,8 @@ async def test_deploy_pause_resume_undeploy_with_messages_flowing(
         await until(lambda: receiver.in_flight() > 0, "sends in flight")
         paused = await run.call("POST", "/api/channels/relay/pause")
         assert paused.json()["changes"][0]["action"] == "paused"
+        shown = (await run.call("GET", "/api/channels", role=Role.VIEWER)).json()["channels"]
+        assert {c["name"]: c["paused"] for c in shown} == {"intake": False, "relay": True}
         receiver.set_delay(0.0)
         for i in range(30, 40):  # relay is fed by a channel: it stores them, sends nothing
             await post(i)
@@ -306,6 +308,7 @@ async def test_a_paused_mllp_channel_keeps_listening_and_answers_ar(tmp_path: Pa
             peer.sendall(frame(adt_a01("PAUSED-1")))
             [paused_ack] = await asyncio.to_thread(read_frames, peer, 1)
             assert msa(paused_ack)[:3] == ["MSA", "AR", "PAUSED-1"]
+            assert "the channel is paused" in paused_ack  # ERR says why
             await run.call("POST", "/api/channels/hl7/resume")
             peer.sendall(frame(adt_a01("PAUSED-1")))  # the same connection, sent again
             [ack] = await asyncio.to_thread(read_frames, peer, 1)

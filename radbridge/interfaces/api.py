@@ -59,6 +59,7 @@ from radbridge.interfaces.api_support import (
     chain_of,
     client_host,
     context_of,
+    identity_of,
     int_param,
     json_body,
     query_params,
@@ -114,11 +115,13 @@ async def metrics(request: Request) -> Response:
 # --- channels ------------------------------------------------------------------------
 
 
-def _channel_view(channel: ChannelConfig, statistics: Mapping[str, Any]) -> dict[str, Any]:
+def _channel_view(channel: ChannelConfig, statistics: Mapping[str, Any],
+                  paused: frozenset[str] = frozenset()) -> dict[str, Any]:
     return {
         "name": channel.name,
         "description": channel.description,
         "enabled": channel.enabled,
+        "paused": channel.name in paused,
         "source": channel.source.type,
         "destinations": [
             {"name": destination.name, "type": getattr(destination, "type", None)}
@@ -139,14 +142,34 @@ async def list_channels(request: Request) -> Response:
     context = context_of(request)
     channels = [context.channels[name] for name in sorted(context.channels)]
     stats = await run_in_threadpool(_statistics, context.database, channels)
-    return JSONResponse({"channels": [_channel_view(c, stats[c.name]) for c in channels]})
+    paused = _paused(request)
+    return JSONResponse({"channels": [_channel_view(c, stats[c.name], paused)
+                                      for c in channels]})
 
 
 async def get_channel(request: Request) -> Response:
     query_params(request, ())
     channel = _channel(request)
     stats = await run_in_threadpool(_statistics, context_of(request).database, [channel])
-    return JSONResponse(_channel_view(channel, stats[channel.name]))
+    return JSONResponse(_channel_view(channel, stats[channel.name], _paused(request)))
+
+
+def _paused(request: Request) -> frozenset[str]:
+    """The channels runtime control has paused on this node (none without control)."""
+    control = context_of(request).control
+    if control is None:
+        return frozenset()
+    return frozenset(state.name for state in control.states() if state.paused)
+
+
+async def who_am_i(request: Request) -> Response:
+    """Who the token (or OIDC subject) is and its roles: what the console shows."""
+    query_params(request, ())
+    identity = identity_of(request)
+    if identity is None:  # authentication off (unit tests only)
+        return JSONResponse({"name": None, "kind": None, "roles": []})
+    return JSONResponse({"name": identity.name, "kind": identity.kind,
+                         "roles": sorted(role.value for role in identity.roles)})
 
 
 # --- the http source -----------------------------------------------------------------
@@ -588,6 +611,7 @@ ROUTES = [
     Route("/health", health),
     Route("/ready", ready),
     Route("/metrics", metrics),
+    Route("/api/me", who_am_i),
     Route("/api/channels", list_channels),
     Route("/api/channels/{name}", get_channel),
     Route("/api/channels/{name}/messages", post_message, methods=["POST"]),

@@ -201,6 +201,7 @@ def sign_in_and_skip_to_content(scene: Scene) -> None:
     screenshot(page, "01-sign-in")
     sign_in(page, node, admin_token(node))
     expect(cell(page, "hl7-in", "received")).to_have_text("0")
+    expect(page.locator("#identity")).to_have_text("bootstrap-admin (admin)")
     tab_to(page, "el.textContent === 'Skip to content'", "the skip link", backwards=True)
     expect(page.get_by_role("link", name="Skip to content")).to_be_in_viewport()
     page.keyboard.press("Enter")
@@ -434,6 +435,7 @@ def test_forged_viewer_and_revoked_tokens(spawn: Spawn, page: Page, tmp_path: Pa
     viewer = json.loads(created.stdout)
     sign_in(page, node, viewer["token"])
     expect(cell(page, "relay", "received")).to_have_text("0")
+    expect(page.locator("#identity")).to_have_text("wall-display (viewer)")
     assert page.evaluate("Object.keys(sessionStorage)") == ["radbridge.console.token"]
     assert page.evaluate("localStorage.length") == 0
     page.get_by_role("link", name="Messages", exact=True).click()

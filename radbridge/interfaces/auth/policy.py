@@ -77,6 +77,7 @@ POLICY: tuple[Rule, ...] = (
     Rule("GET", "/health", PUBLIC),
     Rule("GET", "/ready", PUBLIC),
     Rule("GET", "/metrics", VIEWER),
+    Rule("GET", "/api/me", VIEWER),
     Rule("GET", "/api/channels", VIEWER),
     Rule("GET", "/api/channels/{name}", VIEWER),
     Rule("POST", "/api/channels/{name}/messages", ANALYST),

@@ -81,15 +81,18 @@ class Hl7Intake:
                                " block 0x0B before them)")
         return self._refused(stray.kept, None, problem, peer, answer=False)
 
-    def acknowledgement(self, examined: Examined, *, stored: bool) -> bytes | None:
-        """The framed-ready ACK bytes; AR when the record could not be stored."""
+    def acknowledgement(self, examined: Examined, *, stored: bool,
+                        paused: bool = False) -> bytes | None:
+        """The framed-ready ACK bytes; AR when the record could not be stored, saying
+        why: the channel is paused, or the store is unavailable."""
         rejection = examined.rejection
         code = examined.code
         if not stored:
             code = "AR"
+            why = "the channel is paused" if paused else "the message store is unavailable"
             rejection = Hl7Rejection("AR", APPLICATION_INTERNAL_ERROR,
-                                     "the channel cannot accept messages now: the message"
-                                     " store is unavailable; send again later")
+                                     f"the channel cannot accept messages now: {why};"
+                                     " send again later")
         text = build_ack(examined.header, code, application=self._config.ack_application,
                          facility=self._config.ack_facility, at=datetime.now(UTC),
                          rejection=rejection)

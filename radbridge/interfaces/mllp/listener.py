@@ -18,6 +18,7 @@ import ssl
 from radbridge.engine import metrics
 from radbridge.engine.adapters import AdapterContext, source_type
 from radbridge.engine.config import MllpSource
+from radbridge.engine.control import ChannelPaused
 from radbridge.errors import AdapterSetupError, StoreError
 from radbridge.interfaces.mllp.framing import Event, FrameDecoder, frame
 from radbridge.interfaces.mllp.intake import Examined, Hl7Intake
@@ -124,31 +125,35 @@ class MllpListener:
     async def _answer(self, events: list[Event], writer: asyncio.StreamWriter,
                       peer: str) -> None:
         examined, stored = await self._store_all(events, peer)
-        for item, ok in zip(examined, stored, strict=True):
+        for item, outcome in zip(examined, stored, strict=True):
             if not item.answer:
                 continue
-            ack = self._intake.acknowledgement(item, stored=ok)
+            ok = outcome is None
+            ack = self._intake.acknowledgement(item, stored=ok,
+                                               paused=isinstance(outcome, ChannelPaused))
             code = "AR" if not ok else item.code
             metrics.HL7_ACKS.labels(self._channel, code).inc()
             if ack is not None:
                 writer.write(frame(ack))
         await writer.drain()
 
-    async def _store_all(self, events: list[Event],
-                         peer: str) -> tuple[list[Examined], list[bool]]:
+    async def _store_all(self, events: list[Event], peer: str
+                         ) -> tuple[list[Examined], list[StoreError | None]]:
+        """Store each examined event; per event None (stored) or the StoreError that
+        kept it out (the store is down, the channel is paused)."""
         examined = [self._intake.examine(event, peer) for event in events]
         results = await asyncio.gather(*(self._context.receive(item.inbound) for item in examined),
                                        return_exceptions=True)
-        stored = []
+        stored: list[StoreError | None] = []
         for item, result in zip(examined, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, StoreError):
                     raise result
                 log.warning("channel %s: could not store a message from %s: %s",
                             self._channel, peer, type(result).__name__)
-                stored.append(False)
+                stored.append(result)
                 continue
-            stored.append(True)
+            stored.append(None)
             if item.rejection is not None:
                 log.info("channel %s: message %d from %s refused: %s %d", self._channel,
                          result.message_id, peer, item.code, item.rejection.error_code)

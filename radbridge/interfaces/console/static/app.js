@@ -66,11 +66,28 @@ function parseHash() {
   return { path, params: new URLSearchParams(search) };
 }
 
+// Who the token is, shown beside "Sign out" (fetched once per sign-in).
+let identityShown = null;
+
+async function showIdentity() {
+  const box = document.getElementById("identity");
+  if (identityShown === session.token) return;
+  identityShown = session.token;
+  box.textContent = "";
+  try {
+    const me = await api.json("/api/me", { what: "see who you are" });
+    if (me.name) box.textContent = `${me.name} (${me.roles.join(", ") || "no role"})`;
+  } catch {
+    identityShown = null; // shown again at the next view
+  }
+}
+
 function show() {
   leaveView();
   const signedIn = Boolean(session.token);
   nav.hidden = !signedIn;
   sessionBox.hidden = !signedIn;
+  if (signedIn) showIdentity();
   clear(main);
   if (!signedIn) {
     document.title = "Sign in — Radbridge console";
