@@ -205,7 +205,7 @@ destinations: [{name: a, type: "null"}]
 """)
     assert (issue.line, issue.path) == (3, "source.type")
     assert issue.message == ("unknown type 'mlp'; expected one of: http, directory, channel,"
-                             " mllp, dimse, stow-rs, qa-monitor (did you mean 'mllp'?)")
+                             " mllp, dimse, stow-rs, qa-monitor, alerts (did you mean 'mllp'?)")
 
 
 def test_missing_type() -> None:

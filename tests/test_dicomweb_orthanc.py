@@ -262,7 +262,8 @@ def test_stow_into_radbridge_run_is_forwarded_to_orthanc(pacs: OrthancPeer,
     uids = {str(pydicom.dcmread(p).SOPInstanceUID) for p in paths}
     try:
         node.start()
-        with DicomWebClient(f"{node.base_url}/dicomweb/imaging") as ours:
+        with DicomWebClient(f"{node.base_url}/dicomweb/imaging",
+                            headers=node.auth_headers()) as ours:
             assert ours.store_instances(paths).stored_uids() == uids
         deadline = time.monotonic() + 30
         with DicomWebClient(pacs.dicomweb_url) as theirs:
