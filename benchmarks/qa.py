@@ -68,7 +68,7 @@ OBS_COLUMNS = ("id", "run_id", "study_uid", "accession", "model_name", "model_ve
                "finding_code", "finding_system", "score", "ai_positive", "threshold",
                "study_date", "recorded_at", "manufacturer", "scanner_model", "station", "site",
                "sex", "age_band", "kvp", "slice_thickness", "pixel_spacing", "kernel",
-               "pixel_mean", "pixel_std")
+               "pixel_mean", "pixel_std", "strata")
 READ_COLUMNS = ("id", "study_uid", "accession", "finding_code", "finding_system", "call",
                 "radiologist_positive", "source", "report_status", "reported_at")
 
@@ -129,7 +129,8 @@ def _rows(chunk: dict[str, np.ndarray[Any, Any]], postgres: bool
             f"Site {int(chunk['site'][i])}", ("female", "male", "unknown")[chunk["sex"][i]],
             ("<18", "18-39", "40-64", "65-79", "80+")[chunk["age"][i]], float(chunk["kvp"][i]),
             float(chunk["thickness"][i]), float(chunk["spacing"][i]),
-            KERNELS[int(chunk["kernel"][i])], float(chunk["mean"][i]), float(chunk["std"][i])))
+            KERNELS[int(chunk["kernel"][i])], float(chunk["mean"][i]), float(chunk["std"][i]),
+            "{}"))
         if chunk["read"][i]:
             truth = None if chunk["uncertain"][i] else flag(chunk["truth"][i])
             call = "uncertain" if truth is None else ("positive" if truth else "negative")
