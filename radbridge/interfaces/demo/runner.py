@@ -308,9 +308,16 @@ def follow(engine: Engine, watch: OutputWatch, case: DemoCase, result: CaseResul
             once("linked", lambda: f"linked to the order of accession {case.accession} ("
                  + ", ".join(f"rule {o.get('rule')}, confidence {o.get('confidence')}"
                              for o in result.linked) + ")")
-        runs = [] if study is None else [r for r in study.get("inference", [])
-                                         if r.get("study_version") == study.get("ready_version")]
-        if runs and not result.runs and _inference_done(engine, case):
+        if study is not None and study.get("inference") and not result.runs \
+                and _inference_done(engine, case):
+            # read again after the announcement: the runs read before it may lack the
+            # last model's (each is recorded as it finishes)
+            study = engine.get(f"/api/studies/{case.study_uid}")
+            runs = [r for r in study.get("inference", [])
+                    if r.get("study_version") == study.get("ready_version")]
+            if not runs:
+                time.sleep(POLL)
+                continue
             result.runs = runs
             result.answer_at = max(epoch(run["updated_at"]) or 0.0 for run in runs)
             once("answered", lambda: "inference done: " + "; ".join(map(_run_line, result.runs)))
