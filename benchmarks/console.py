@@ -132,18 +132,13 @@ def chunks(total: int, postgres: bool, seed: int = 11
 def fill(database: Database, total: int) -> float:
     """Load the month with the secondary indexes dropped; returns the seconds it took."""
     started = time.perf_counter()
-    indexes = [index for table in TABLES.values() for index in table.indexes]
+    with stores.indexes_dropped(database, TABLES.values()):
+        for messages, stages, deliveries in chunks(total, database.is_postgres):
+            for table, columns, rows in (("messages", MESSAGE_COLUMNS, messages),
+                                         ("message_stages", STAGE_COLUMNS, stages),
+                                         ("deliveries", DELIVERY_COLUMNS, deliveries)):
+                stores.bulk_load(database, table, columns, rows)
     with database.engine.begin() as connection:
-        for index in indexes:
-            index.drop(connection)
-    for messages, stages, deliveries in chunks(total, database.is_postgres):
-        for table, columns, rows in (("messages", MESSAGE_COLUMNS, messages),
-                                     ("message_stages", STAGE_COLUMNS, stages),
-                                     ("deliveries", DELIVERY_COLUMNS, deliveries)):
-            stores.bulk_load(database, table, columns, rows)
-    with database.engine.begin() as connection:
-        for index in indexes:
-            index.create(connection)
         if database.is_postgres:  # ids were given: move the sequences past them
             for table in TABLES:
                 connection.execute(text(

@@ -141,19 +141,13 @@ def _rows(chunk: dict[str, np.ndarray[Any, Any]], postgres: bool
 def fill(database: Database, rows: int) -> float:
     """Load the year with the secondary indexes dropped; returns the seconds it took."""
     started = time.perf_counter()
-    indexes = [index for table in TABLES.values() for index in table.indexes]
-    with database.engine.begin() as connection:
-        for index in indexes:
-            index.drop(connection)
-    for chunk in generate(rows):
-        runs, observations, reads = _rows(chunk, database.is_postgres)
-        for table, columns, values in (("inference_runs", RUN_COLUMNS, runs),
-                                       ("qa_observations", OBS_COLUMNS, observations),
-                                       ("qa_reads", READ_COLUMNS, reads)):
-            stores.bulk_load(database, table, columns, values)
-    with database.engine.begin() as connection:
-        for index in indexes:
-            index.create(connection)
+    with stores.indexes_dropped(database, TABLES.values()):
+        for chunk in generate(rows):
+            runs, observations, reads = _rows(chunk, database.is_postgres)
+            for table, columns, values in (("inference_runs", RUN_COLUMNS, runs),
+                                           ("qa_observations", OBS_COLUMNS, observations),
+                                           ("qa_reads", READ_COLUMNS, reads)):
+                stores.bulk_load(database, table, columns, values)
     _analyze(database)
     return time.perf_counter() - started
 

@@ -11,7 +11,7 @@ import os
 import platform
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +110,20 @@ def bulk_load(database: Database, table: str, columns: tuple[str, ...],
     with database.engine.begin() as connection:
         connection.exec_driver_sql(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+@contextmanager
+def indexes_dropped(database: Database, tables: Iterable[Any]) -> Iterator[None]:
+    """The tables' secondary indexes dropped while the block bulk-loads, rebuilt after:
+    building an index once is much faster than updating it per row."""
+    indexes = [index for table in tables for index in table.indexes]
+    with database.engine.begin() as connection:
+        for index in indexes:
+            index.drop(connection)
+    yield
+    with database.engine.begin() as connection:
+        for index in indexes:
+            index.create(connection)
 
 
 def machine_info() -> dict[str, Any]:
