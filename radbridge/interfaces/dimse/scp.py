@@ -352,9 +352,14 @@ class AssociationTask:
         spare = self._spare or asyncio.ensure_future(asyncio.to_thread(blobs.writer))
         self._spare = asyncio.ensure_future(asyncio.to_thread(blobs.writer))
         try:
-            return await spare
+            # Shielded: cancelling the association (node stop) must not cancel the
+            # worker's task, whose file would then be made with nobody left to remove it.
+            return await asyncio.shield(spare)
         except StoreUnavailable as exc:
             return exc
+        except asyncio.CancelledError:
+            self.scp.discard_when_made(spare)
+            raise
 
     async def _data_fragment(self, pdv: pdu.Pdv) -> None:
         pending = self._pending
