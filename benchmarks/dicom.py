@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.nodes import free_port, radbridge
+from benchmarks.nodes import RunningNode, free_port, radbridge
 from tests import dicom_data
 from tests.peers import dcmtk
 from tests.peers.netns import NetworkNamespace, namespace_pids
@@ -140,9 +140,10 @@ def dimse_channel(port: int) -> dict[str, Any]:
             "destinations": [{"name": "archive", "type": "null"}]}
 
 
-def received(api: int) -> int:
+def received(node: RunningNode) -> int:
     """Instances the channel stored (rejected ones would count too: the runs assert none)."""
-    view = httpx.get(f"http://127.0.0.1:{api}/api/channels/dicom-in", timeout=10).json()
+    view = httpx.get(f"http://127.0.0.1:{node.api}/api/channels/dicom-in",
+                     headers=node.headers, timeout=10).raise_for_status().json()
     return int(view["statistics"]["received"])
 
 
@@ -157,7 +158,7 @@ def run_radbridge(files: Sequence[Path], size: int, workdir: Path, split_roles: 
         with radbridge(dimse_channel(port), f"sqlite:///{data / 'store.db'}", data,
                        split_roles) as node:
             seconds = send("127.0.0.1", port, "RADBRIDGE", folders, None)
-            count = received(node.api)
+            count = received(node)
             assert count == len(files), f"radbridge stored {count} of {len(files)}"
         rows.append(figure(f"radbridge, {mode}", associations, len(files), size, seconds))
     return rows

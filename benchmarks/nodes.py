@@ -53,6 +53,13 @@ class RunningNode:
     api: int
     """The port of its HTTP API."""
     pid: int
+    data_dir: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization with the admin token the node wrote on its first start."""
+        token = (self.data_dir / "admin-token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
 
 
 @contextmanager
@@ -68,7 +75,7 @@ def radbridge(channel: dict[str, Any], url: str, data_dir: Path, split: bool
                *(["--split"] if split else [])]
     with process(command, log=data_dir / "radbridge.log") as child:
         wait_ready(f"http://127.0.0.1:{api}", data_dir / "radbridge.log", 60)
-        yield RunningNode(api, child.pid)
+        yield RunningNode(api, child.pid, data_dir)
 
 
 def wait_ready(base: str, log: Path, timeout: float) -> None:

@@ -33,6 +33,7 @@ from radbridge.mappings.results import (
 from radbridge.mappings.sr import SrRenderError, render_sr
 from tests import dicom_data
 from tests.dicom_data import make_ct_series, new_uid
+from tests.peers.dcmtk import tool_path
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "results" / "ich-positive-demo.json"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -152,9 +153,10 @@ def test_dciodvfy_finds_no_error(sr_file):
 
 
 def test_dsrdump_reads_the_tree_with_finding_observer_and_warning(sr_file):
-    if shutil.which("dsrdump") is None:
+    dsrdump = tool_path("dsrdump")
+    if dsrdump is None:
         _tool_missing("dsrdump (Debian package dcmtk)")
-    done = subprocess.run(["dsrdump", "+Pl", str(sr_file)], capture_output=True, text=True,
+    done = subprocess.run([str(dsrdump), "+Pl", str(sr_file)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
     tree = done.stdout

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,9 +41,23 @@ class DcmtkError(RuntimeError):
     """A dcmtk tool could not be started or did not become ready."""
 
 
+def tool_path(name: str) -> str | None:
+    """Where dcmtk's `name` is: PATH without this virtualenv's scripts folder, because
+    pynetdicom 3 installs its own `storescp`, `storescu`, `findscu` ... there, with
+    other options, which an activated virtualenv would put first."""
+    scripts = Path(sys.prefix) / "bin"
+    folders = [folder for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)
+               if folder and Path(folder).resolve() != scripts.resolve()]
+    return shutil.which(name, path=os.pathsep.join(folders))
+
+
 def missing_tools() -> list[str]:
     """The dcmtk tools that are not on PATH (empty when dcmtk is installed)."""
-    return [tool for tool in TOOLS if shutil.which(tool) is None]
+    return [tool for tool in TOOLS if tool_path(tool) is None]
+
+
+def _resolved(argv: Sequence[str]) -> list[str]:
+    return [tool_path(argv[0]) or argv[0], *argv[1:]]
 
 
 def dcmtk_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -54,7 +69,8 @@ def run_tool(argv: Sequence[str], *, namespace: NetworkNamespace | None = None,
              timeout: float = 120.0, check: bool = False,
              cwd: PathLike | None = None) -> subprocess.CompletedProcess[str]:
     """Run a dcmtk tool to completion, in `namespace` when given; output captured as text."""
-    command = namespace.argv(argv) if namespace is not None else list(argv)
+    argv = _resolved(argv)
+    command = namespace.argv(argv) if namespace is not None else argv
     return subprocess.run(command, env=dcmtk_env(), capture_output=True, text=True,
                           timeout=timeout, check=check, cwd=cwd)
 
@@ -284,8 +300,9 @@ class Storescp:
             self.namespace.create()
         try:
             self.inner_port = free_port(self.namespace)
-            argv = ["storescp", "--aetitle", self.ae_title, "--output-directory",
-                    str(self.output_dir), "-dhl", *self._options, str(self.inner_port)]
+            argv = [tool_path("storescp") or "storescp", "--aetitle", self.ae_title,
+                    "--output-directory", str(self.output_dir), "-dhl", *self._options,
+                    str(self.inner_port)]
             with self.log_path.open("wb") as log:
                 self._process = self.namespace.popen(argv, env=dcmtk_env(), stdout=log,
                                                      stderr=subprocess.STDOUT)
