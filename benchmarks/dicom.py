@@ -12,6 +12,10 @@ files split four ways). Receivers:
 - radbridge: `radbridge run` (SQLite store, one `dimse` channel to a null destination):
   each instance is streamed to the blob store, fsynced, indexed and committed with its
   audit event before the success status goes back. Run as one process and with --split.
+- durable floor (`durable_floor.py`): the same files' I/O alone, one at a time: the blob
+  written, fsynced and renamed, its folder fsynced, one row committed to SQLite (WAL,
+  synchronous=FULL). No protocol, no parsing: no receiver that makes each instance
+  durable before answering can pass it on one association.
 
 Peak memory: a study of multi-frame instances (2 GB in all) sent to Radbridge; the
 figure is the receiving processes' peak RSS (VmHWM), storescp's beside it.
@@ -38,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import durable_floor
 from benchmarks.nodes import RunningNode, free_port, radbridge
 from tests import dicom_data
 from tests.peers import dcmtk
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--instances", type=int)
     parser.add_argument("--study-mb", type=int)
-    parser.add_argument("--skip", default="", help="comma-separated: orthanc,split,memory")
+    parser.add_argument("--skip", default="", help="comma-separated: orthanc,split,memory,floor")
     args = parser.parse_args(argv)
     count = args.instances or (200 if args.quick else 500)
     study = (args.study_mb or (512 if args.quick else 2048)) * 2**20
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         files = dicom_data.make_ct_series(workdir / "ct", count, seed=7)
         size = sum(p.stat().st_size for p in files)
         rows += run_storescp(files, size, workdir)
+        if "floor" not in skip:
+            rows += durable_floor.run(files, workdir)
         rows += run_radbridge(files, size, workdir, False)
         if "split" not in skip:
             rows += run_radbridge(files, size, workdir, True)
