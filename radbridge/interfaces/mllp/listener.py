@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from typing import Any
 
 from radbridge.engine import metrics
 from radbridge.engine.adapters import AdapterContext, source_type
@@ -102,21 +103,25 @@ class MllpListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      peer: str) -> None:
         decoder = FrameDecoder(self._config.max_message_size)
+        watch = IdleWatch(self._config.idle_timeout, writer)
         try:
             while True:
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE),
-                                                  self._config.idle_timeout)
-                except TimeoutError:
-                    log.info("channel %s: closing idle MLLP connection from %s",
-                             self._channel, peer)
-                    break
+                data = await reader.read(READ_SIZE)
                 if not data:
+                    if watch.fired:
+                        log.info("channel %s: closing idle MLLP connection from %s",
+                                 self._channel, peer)
                     break
                 events = decoder.feed(data)
                 if events:
-                    await self._answer(events, writer, peer)
+                    watch.busy = True
+                    try:
+                        await self._answer(events, writer, peer)
+                    finally:
+                        watch.busy = False
+                watch.touch()
         finally:
+            watch.cancel()
             leftovers = decoder.close()
             if leftovers:
                 # Store what the peer left half-sent; nobody is left to answer.
@@ -142,8 +147,16 @@ class MllpListener:
         """Store each examined event; per event None (stored) or the StoreError that
         kept it out (the store is down, the channel is paused)."""
         examined = [self._intake.examine(event, peer) for event in events]
-        results = await asyncio.gather(*(self._context.receive(item.inbound) for item in examined),
-                                       return_exceptions=True)
+        results: list[Any]
+        if len(examined) == 1:  # the usual case (a sender waiting for each ACK): no gather
+            try:
+                results = [await self._context.receive(examined[0].inbound)]
+            except Exception as exc:  # sorted out below, as gather's would be
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self._context.receive(item.inbound) for item in examined),
+                return_exceptions=True)
         stored: list[StoreError | None] = []
         for item, result in zip(examined, results, strict=True):
             if isinstance(result, BaseException):
@@ -158,6 +171,42 @@ class MllpListener:
                 log.info("channel %s: message %d from %s refused: %s %d", self._channel,
                          result.message_id, peer, item.code, item.rejection.error_code)
         return examined, stored
+
+
+class IdleWatch:
+    """Closes a connection that has been quiet for `timeout` seconds while not `busy`.
+
+    One timer per connection, re-armed only when it fires, instead of a timeout around
+    every read (`asyncio.wait_for` makes a task per read: measurable at thousands of
+    messages a second). Closing the transport ends the pending read with EOF.
+    """
+
+    def __init__(self, timeout: float, writer: asyncio.StreamWriter) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self._writer = writer
+        self._last = self._loop.time()
+        self.busy = False
+        self.fired = False
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(timeout, self._check)
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        quiet = self._loop.time() - self._last
+        if self.busy or quiet < self._timeout:
+            wait = self._timeout if self.busy else self._timeout - quiet
+            self._handle = self._loop.call_later(max(wait, 0.01), self._check)
+            return
+        self._handle = None
+        self.fired = True
+        self._writer.close()
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
