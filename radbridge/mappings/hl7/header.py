@@ -17,8 +17,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import hl7
-
 from radbridge.errors import RadbridgeError
 from radbridge.mappings.hl7.reading import unescape
 
@@ -137,11 +135,7 @@ def read_header(text: str) -> Hl7Header:
         raise Hl7Rejection("AE", REQUIRED_FIELD_MISSING,
                            f"MSH has {field_count} fields; expected at least 12 (through"
                            f" MSH-12 version){hint}", f"MSH-{field_count + 1}")
-    try:
-        parsed = hl7.parse(msh)
-    except (hl7.exceptions.HL7Exception, ValueError, IndexError) as exc:
-        raise Hl7Rejection("AE", DATA_TYPE_ERROR, f"MSH does not parse: {exc}", "MSH") from exc
-    fields = parsed.segment("MSH")
+    fields = _MshFields.read(msh, separator, encoding)
     segment_ids = _segment_ids(segments, separator)
     header = Hl7Header(
         field_separator=separator,
@@ -238,23 +232,46 @@ def _segment_ids(segments: list[str], separator: str) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def _text(fields: hl7.Segment, number: int) -> str:
+@dataclass(frozen=True)
+class _MshFields:
+    """The MSH's fields as raw text, numbered as HL7 numbers them (`fields[3]` is MSH-3).
+
+    The listener reads only these, for every message before its ACK: cut by the
+    separators MSH-1 and MSH-2 declare, as python-hl7 cuts them, without building
+    python-hl7's containers (that parse was a quarter of the listener's CPU at 8
+    connections). Messages whose content is used (registry, transformers, QA) are
+    parsed whole with python-hl7 (`reading.read_message`).
+    """
+
+    fields: tuple[str, ...]
+    separators: str
+    """python-hl7's order: segment, field, repetition, component, subcomponent."""
+    esc: str
+
+    @classmethod
+    def read(cls, msh: str, separator: str, encoding: str) -> _MshFields:
+        # "MSH|^~\&|A" -> ("MSH", "|", "^~\&", "A"): MSH-1 is the separator itself.
+        fields = ("MSH", separator, *msh.split(separator)[1:])
+        return cls(fields, "\r" + separator + encoding[1] + encoding[0] + encoding[3],
+                   encoding[2])
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+
+def _text(fields: _MshFields, number: int) -> str:
     """A whole field as text (MSH-10 may hold a separator a sender forgot to escape)."""
     if number >= len(fields):
         return ""
-    return unescape(str(fields[number]), fields.esc, fields.separators).strip()
+    return unescape(fields.fields[number], fields.esc, fields.separators).strip()
 
 
-def _component(fields: hl7.Segment, number: int, component: int = 1) -> str:
-    """Component of the first repetition, unescaped; '' when absent.
-
-    Read from python-hl7's segment as raw text and unescaped by `reading.unescape`:
-    python-hl7's own unescape logs the field's text when an escape is malformed.
-    """
+def _component(fields: _MshFields, number: int, component: int = 1) -> str:
+    """Component of the first repetition, unescaped by `reading.unescape`; '' when absent."""
     if number >= len(fields):
         return ""
-    separators: str = fields.separators
-    raw = str(fields[number]).split(separators[2])[0]
+    separators = fields.separators
+    raw = fields.fields[number].split(separators[2])[0]
     parts = raw.split(separators[3])
     value = parts[component - 1] if component <= len(parts) else ""
     return unescape(value.split(separators[4])[0], fields.esc, separators).strip()
