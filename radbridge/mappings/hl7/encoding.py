@@ -92,6 +92,8 @@ def escape(text: str, delimiters: str = STANDARD_DELIMITERS) -> Encoded:
     """
     if isinstance(text, Encoded):
         return text
+    if text.isprintable() and not any(char in text for char in _escapes(delimiters)):
+        return Encoded(text)  # the usual case (ids, names): nothing to escape
     return Encoded("".join(_escape_char(char, delimiters) for char in text))
 
 
