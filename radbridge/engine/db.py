@@ -7,6 +7,7 @@ concurrent under WAL. Driver errors are translated into `StoreUnavailable` here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -88,13 +89,9 @@ class Database:
         with self._write_turn(), factory() as session, session.begin():
             yield session
 
-    @contextmanager
-    def write_core(self) -> Iterator[Connection]:
-        """`write` (durable, never redoable) as a Core connection: for the receiver's
-        hot path, whose statements are all Core; an ORM session's bookkeeping around
-        each transaction cost about as much CPU as the statements themselves."""
-        with self._write_turn(), self.engine.begin() as connection:
-            yield connection
+    def held_writer(self) -> HeldWriter:
+        """A connection of its own for one thread's durable write transactions."""
+        return HeldWriter(self)
 
     @contextmanager
     def _write_turn(self) -> Iterator[None]:
@@ -133,6 +130,37 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class HeldWriter:
+    """Durable write transactions (as `Database.write`) for one thread's hot path, the
+    receiver's commit thread: Core statements on a connection the thread keeps. An ORM
+    session's bookkeeping, and taking a connection from the pool and handing it back
+    (with the pool's reset rollback), cost about as much CPU as the statements. A
+    transaction that fails drops the connection; the next one opens a fresh one (the
+    database may have restarted meanwhile)."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self._database._write_turn():
+            if self._connection is None:
+                self._connection = self._database.engine.connect()
+            try:
+                with self._connection.begin():
+                    yield self._connection
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(DBAPIError):  # broken already: why it is dropped
+                self._connection.close()
+            self._connection = None
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -116,6 +116,7 @@ class GroupCommitter:
         self._on_commit = on_commit
         self._thread = BatchingThread[_Pending]("group-commit", self._commit,
                                                 max_batch=max_batch, busy_linger=BUSY_LINGER)
+        self._writer = database.held_writer()
 
     def start(self) -> None:
         self._thread.start()
@@ -123,6 +124,7 @@ class GroupCommitter:
     def stop(self) -> None:
         """Commit what is queued, then stop the thread."""
         self._thread.stop()
+        self._writer.close()
 
     def submit(self, inbound: Inbound) -> Future[Receipt]:
         """Queue for the next commit; large inline content is moved to the blob store first."""
@@ -195,7 +197,7 @@ class GroupCommitter:
 
     def _store(self, batch: Sequence[_Pending]) -> list[Receipt | None]:
         """One transaction for the whole batch: a few multi-row statements, not one per row."""
-        with self._database.write_core() as connection:
+        with self._writer.transaction() as connection:
             known = _existing_dedup(connection, [p.inbound for p in batch])
             _retire_expired(connection, known, batch)
             first_of: dict[tuple[str, str], int] = {}
