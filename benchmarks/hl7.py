@@ -36,18 +36,21 @@ from contextlib import ExitStack
 from typing import Any
 
 from benchmarks import stores
-from benchmarks.nodes import free_port, process, radbridge
+from benchmarks.nodes import free_port, process, radbridge, wait_processed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hl7.json"
 CONNECTIONS = (1, 8)
 
 
-def load(port: int, connections: int, messages: int, first: int) -> dict[str, Any]:
+def load(port: int, connections: int, messages: int, first: int, warmup: int = 200
+         ) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.mllp_load", "--port", str(port), "--connections",
-         str(connections), "--messages", str(messages), "--first", str(first)],
+         str(connections), "--messages", str(messages), "--first", str(first),
+         "--warmup", str(warmup)],
         capture_output=True, text=True, timeout=900, check=True)
-    return json.loads(result.stdout.splitlines()[-1])
+    figures: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return figures
 
 
 def sink_count(control: int) -> int:
@@ -72,7 +75,9 @@ def run_ingest(kind: str, url: str, workdir: Path, messages: int, split: bool
     port = free_port()
     channel = {"name": "ingest", "source": {"type": "mllp", "port": port},
                "destinations": [{"name": "discard", "type": "null"}]}
-    with radbridge(channel, url, workdir / f"{kind}-ingest-{split}", split):
+    with radbridge(channel, url, workdir / f"{kind}-ingest-{split}", split) as node:
+        load(port, 8, 200, first=95_000_000, warmup=0)
+        wait_processed(node, "ingest")
         return [{"party": f"radbridge ingest, {mode(split)}", "store": kind, "connections": c,
                  **load(port, c, messages, first=c * 10_000_000)} for c in CONNECTIONS]
 

@@ -78,6 +78,30 @@ def radbridge(channel: dict[str, Any], url: str, data_dir: Path, split: bool
         yield RunningNode(api, child.pid, data_dir)
 
 
+def channel_statistics(node: RunningNode, channel: str) -> dict[str, Any]:
+    """The channel's counters from the node's API."""
+    view = httpx.get(f"http://127.0.0.1:{node.api}/api/channels/{channel}",
+                     headers=node.headers, timeout=10).raise_for_status().json()
+    return dict(view["statistics"])
+
+
+def wait_processed(node: RunningNode, channel: str, timeout: float = 120) -> None:
+    """Until every message the channel received so far has been processed.
+
+    A benchmark calls this after a warm-up, before its clock starts: with --split the
+    processing child is still importing for a second or two after /ready answers,
+    and would otherwise start (and compete for the cores) during the measurement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = channel_statistics(node, channel)
+        done = sum(stats[key] for key in ("routed", "filtered", "errored", "rejected"))
+        if stats["received"] and done >= stats["received"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"channel {channel}: {stats} still unprocessed")
+        time.sleep(0.05)
+
+
 def wait_ready(base: str, log: Path, timeout: float) -> None:
     """Until the node at `base` answers /ready; its log's tail in the error otherwise."""
     deadline = time.monotonic() + timeout
