@@ -1,12 +1,13 @@
 """The hot path of HL7 v2 ingest: read what the acknowledgement and the store need.
 
 A receiver must answer every message quickly and correctly, so this module reads only
-the MSH segment with python-hl7 (a full parse costs ~230 us, the MSH alone ~30 us),
-checks the segment structure with plain string scans, and picks out the few
-identifiers the store indexes (patient id, accession). Anything wrong becomes an
-`Hl7Rejection` that says which acknowledgement code to answer (AE: the content is
-wrong; AR: we do not take this kind of message), the HL7 error code (table 0357), where
-the problem is, and why. The full parse happens later, off the acknowledgement path.
+the MSH fields, cut by the separators the MSH declares (python-hl7's full parse costs
+~230 us, its parse of the MSH alone ~40 us; this whole read ~20 us), checks the segment
+structure with plain string scans, and picks out the few identifiers the store indexes
+(patient id, accession). Anything wrong becomes an `Hl7Rejection` that says which
+acknowledgement code to answer (AE: the content is wrong; AR: we do not take this kind
+of message), the HL7 error code (table 0357), where the problem is, and why. The full
+parse, with python-hl7, happens later, off the acknowledgement path.
 """
 
 from __future__ import annotations
