@@ -44,6 +44,10 @@ class StalledWriter:
         self.results.append(result)
         return Future()
 
+    async def recorded(self, result: DeliveryResult) -> None:
+        self.results.append(result)
+        await asyncio.get_running_loop().create_future()  # never done
+
 
 async def settle(predicate, timeout=10.0):
     deadline = asyncio.get_running_loop().time() + timeout

@@ -193,7 +193,7 @@ class DeliveryWorker:
                 result = await self._send(delivery)
             finally:
                 self._slots.release()
-            await asyncio.shield(asyncio.wrap_future(self._writer.record(result)))
+            await asyncio.shield(self._writer.recorded(result))
         finally:
             self._held.discard(delivery.delivery_id)
             self._unrecorded.release()

@@ -36,10 +36,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from radbridge.engine import audit, metrics
+from radbridge.engine import audit, handback, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.db import Database
 from radbridge.engine.fast_insert import insert_rows
+from radbridge.engine.handback import Waiter
 from radbridge.engine.lifecycle import (
     OPEN_DELIVERY_STATUSES,
     DeliveryStatus,
@@ -234,7 +235,7 @@ class OutboxWriter:
         self._database = database
         self._node_id = node_id
         self._on_commit = on_commit
-        self._thread = BatchingThread[tuple[DeliveryResult, Future[None]]](
+        self._thread = BatchingThread[tuple[DeliveryResult, Waiter[None]]](
             "outbox-writer", self._write, linger=linger)
 
     def start(self) -> None:
@@ -245,11 +246,17 @@ class OutboxWriter:
         self._thread.stop()
 
     def record(self, result: DeliveryResult) -> Future[None]:
-        future: Future[None] = Future()
-        self._thread.put((result, future))
-        return future
+        waiter: Waiter[None] = Waiter.for_thread()
+        self._thread.put((result, waiter))
+        return waiter.thread_future()
 
-    def _write(self, batch: list[tuple[DeliveryResult, Future[None]]]) -> None:
+    async def recorded(self, result: DeliveryResult) -> None:
+        """Record and wait for the commit, on the event loop (one wake-up per batch)."""
+        waiter: Waiter[None] = Waiter.for_loop()
+        self._thread.put((result, waiter))
+        await waiter.result()
+
+    def _write(self, batch: list[tuple[DeliveryResult, Waiter[None]]]) -> None:
         for attempt in range(1, 6):
             try:
                 with self._database.write(redoable=True) as session:
@@ -262,8 +269,7 @@ class OutboxWriter:
                 log.warning("recording %d delivery outcomes failed (try %d): %s",
                             len(batch), attempt, exc)
                 threading.Event().wait(min(5.0, 0.2 * 2**attempt))
-        for _, future in batch:
-            future.set_result(None)
+        handback.settle((waiter, None) for _, waiter in batch)
         if self._on_commit is not None:
             self._on_commit()
 

@@ -24,11 +24,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from radbridge.engine import audit, dicom_index, metrics
+from radbridge.engine import audit, dicom_index, handback, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.db import Database, insert_many
 from radbridge.engine.fast_insert import insert_rows
+from radbridge.engine.handback import Waiter
 from radbridge.engine.lifecycle import MessageStatus, StageKind
 from radbridge.engine.models import MESSAGES, STAGES, utcnow
 from radbridge.errors import StoreError, StoreUnavailable
@@ -91,9 +92,7 @@ class Receipt:
 @dataclass
 class _Pending:
     inbound: Inbound
-    future: Future[Receipt] | asyncio.Future[Receipt]
-    loop: asyncio.AbstractEventLoop | None = None
-    """Set for an asyncio future: it is settled on this loop, with the batch's others."""
+    waiter: Waiter[Receipt]
 
 
 class GroupCommitter:
@@ -133,25 +132,24 @@ class GroupCommitter:
         if inbound.content is not None and len(inbound.content) > self._inline_limit:
             ref = self._blobs.put_bytes(inbound.content)
             inbound = _with_blob(inbound, ref)
-        future: Future[Receipt] = Future()
-        self._thread.put(_Pending(inbound, future))
-        return future
+        waiter: Waiter[Receipt] = Waiter.for_thread()
+        self._thread.put(_Pending(inbound, waiter))
+        return waiter.thread_future()
 
     async def receive(self, inbound: Inbound) -> Receipt:
         """Store `inbound` durably; raises StoreUnavailable when it could not be stored.
 
-        The commit thread settles the futures of one batch's waiters on the same loop
-        with one wake-up of that loop, not one per message (at 8 MLLP connections the
-        per-message wake-ups cost about as much CPU as the framing)."""
+        The commit thread wakes this loop once for all of a batch's waiters on it
+        (`handback`): at 8 MLLP connections a wake-up per message cost about as much
+        CPU as the framing."""
         if not self._thread.running:
             raise StoreUnavailable("the receiver is not running")
         if inbound.content is not None and len(inbound.content) > self._inline_limit:
             ref = await asyncio.to_thread(self._blobs.put_bytes, inbound.content)
             inbound = _with_blob(inbound, ref)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Receipt] = loop.create_future()
-        self._thread.put(_Pending(inbound, future, loop))
-        return await future
+        waiter: Waiter[Receipt] = Waiter.for_loop()
+        self._thread.put(_Pending(inbound, waiter))
+        return await waiter.result()
 
     def receive_sync(self, inbound: Inbound) -> Receipt:
         return self.submit(inbound).result()
@@ -161,7 +159,7 @@ class GroupCommitter:
         try:
             self._commit_into(batch, outcomes)
         finally:
-            _settle(outcomes)
+            handback.settle((pending.waiter, outcome) for pending, outcome in outcomes)
         if self._on_commit is not None and any(
                 isinstance(outcome, Receipt) for _, outcome in outcomes):
             self._on_commit()
@@ -226,41 +224,6 @@ class GroupCommitter:
                     first = stored[first_of[key]]  # type: ignore[index]
                     receipts.append(Receipt(first.message_id, first.uid, duplicate=True))
         return receipts
-
-
-def _settle(outcomes: list[tuple[_Pending, Receipt | BaseException]]) -> None:
-    """Hand each waiter its receipt or error: thread futures at once, asyncio futures
-    in one call per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt],
-                                                         Receipt | BaseException]]] = {}
-    for pending, outcome in outcomes:
-        future = pending.future
-        if pending.loop is None:
-            assert isinstance(future, Future)
-            _resolve(future, outcome)
-        else:
-            assert isinstance(future, asyncio.Future)
-            by_loop.setdefault(pending.loop, []).append((future, outcome))
-    for loop, settled in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_resolve_all, settled)
-        except RuntimeError:  # that loop is closed: nobody is waiting any more
-            log.debug("receipts for a closed event loop dropped")
-
-
-def _resolve_all(settled: list[tuple[asyncio.Future[Receipt], Receipt | BaseException]]
-                 ) -> None:
-    for future, outcome in settled:
-        if not future.done():  # a waiter that was cancelled has gone
-            _resolve(future, outcome)
-
-
-def _resolve(future: Future[Receipt] | asyncio.Future[Receipt],
-             outcome: Receipt | BaseException) -> None:
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 def _dedup(inbound: Inbound) -> tuple[str, str] | None:
