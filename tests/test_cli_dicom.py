@@ -118,6 +118,10 @@ def test_retrieve_by_c_get_into_a_folder_and_by_c_move(orthanc, stored, tmp_path
 def test_store_reports_a_refusal_with_exit_1(tmp_path) -> None:
     ct = make_ct_series(tmp_path / "ct", 1, rows=32, columns=32, seed=602)
     with Storescp("FULL", tmp_path / "gone") as scp:
+        # An association first, so storescp is past its start-up (which checks the
+        # output folder) before the folder goes; failed once under a loaded full run.
+        echoed = dicom("echo", "--peer", address(scp))
+        assert echoed.returncode == 0, echoed.stdout + echoed.stderr
         shutil.rmtree(scp.output_dir)  # storescp cannot write: 0xA700
         result = dicom("store", "--peer", address(scp), str(ct[0]))
     assert result.returncode == 1
