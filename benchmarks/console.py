@@ -40,7 +40,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -264,12 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="rb-console-") as folder:
-        for kind in filter(None, args.stores.split(",")):
-            data_dir = Path(folder) / kind
-            with ExitStack() as stack:
-                url = (f"sqlite:///{Path(folder) / 'console.db'}" if kind == "sqlite"
-                       else stack.enter_context(stores.postgres_database()))
-                results.append(run(kind, url, data_dir, args.messages, max(1, args.repeat)))
+        for kind, url in stores.store_urls(args.stores, Path(folder), "console"):
+            results.append(run(kind, url, Path(folder) / kind, args.messages,
+                               max(1, args.repeat)))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": stores.machine_info(), "runs": results},
                                   indent=2, default=str))

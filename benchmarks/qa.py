@@ -32,7 +32,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -237,11 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="rb-qa-") as folder:
-        for kind in filter(None, args.stores.split(",")):
-            with ExitStack() as stack:
-                url = (f"sqlite:///{Path(folder) / 'qa.db'}" if kind == "sqlite"
-                       else stack.enter_context(stores.postgres_database()))
-                results.append(run(kind, url, args.rows, max(1, args.repeat)))
+        for kind, url in stores.store_urls(args.stores, Path(folder), "qa"):
+            results.append(run(kind, url, args.rows, max(1, args.repeat)))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": stores.machine_info(), "runs": results},
                                   indent=2, default=str))

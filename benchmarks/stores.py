@@ -66,6 +66,18 @@ def postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
 
 
+def store_urls(kinds: str, folder: Path, name: str) -> Iterator[tuple[str, str]]:
+    """(kind, URL) of each store named in `kinds` ("sqlite,postgresql"), one at a time:
+    a SQLite file `name`.db in `folder`, or the benchmark PostgreSQL database, created
+    for its turn and dropped when the loop moves on."""
+    for kind in filter(None, kinds.split(",")):
+        if kind == "sqlite":
+            yield kind, f"sqlite:///{folder / f'{name}.db'}"
+        else:
+            with postgres_database() as url:
+                yield kind, url
+
+
 def fresh_store(kind: str, workdir: Path, label: str) -> Store:
     """An empty, migrated store for one configuration (see the module docstring)."""
     data_dir = workdir / label
