@@ -196,8 +196,12 @@ def sample(path: Path) -> AiResult:
     return result_from_json(json.loads(path.read_text()))
 
 
-def obx_by_code(message: hl7.Message, code: str) -> list[hl7.Segment]:
-    return [obx for obx in message.segments("OBX") if get(obx, 3) == code]
+def obx_by_code(message: hl7.Message, code: str, system: str | None = None
+                ) -> list[hl7.Segment]:
+    """OBX segments whose OBX-3 has `code` (in `system`, when given: generated findings
+    and measurements may reuse a DCM code in another coding system)."""
+    return [obx for obx in message.segments("OBX") if get(obx, 3) == code
+            and (system is None or get(obx, 3, 3) == system)]
 
 
 def report_lines(message: hl7.Message) -> list[str]:
@@ -244,9 +248,9 @@ def test_oru_for_emergent_demo_result_carries_the_result() -> None:
     [volume] = obx_by_code(message, "ICH-VOL")
     assert (get(volume, 2), get(volume, 5), get(volume, 6), get(volume, 6, 3)) == (
         "NM", "12.4", "mL", "UCUM")
-    assert get(obx_by_code(message, "110180")[0], 5) == result.study_uid
-    assert get(obx_by_code(message, "111001")[0], 5) == "Radbridge ICH triage (demo)"
-    assert get(obx_by_code(message, "111003")[0], 5) == "0.3.1"
+    assert get(obx_by_code(message, "110180", "DCM")[0], 5) == result.study_uid
+    assert get(obx_by_code(message, "111001", "DCM")[0], 5) == "Radbridge ICH triage (demo)"
+    assert get(obx_by_code(message, "111003", "DCM")[0], 5) == "0.3.1"
     assert get(obx_by_code(message, "AI-WARNING")[0], 5) == DEMONSTRATION_WARNING
 
     lines = report_lines(message)
@@ -716,7 +720,7 @@ def test_any_result_builds_a_valid_oru_that_reads_back(
     assert len(numbers) == len(expected) + len(result.measurements)
     for obx, measurement in zip(numbers[len(expected):], result.measurements, strict=True):
         assert _close(get(obx, 5), measurement.value) and get(obx, 6) == measurement.unit
-    assert get(obx_by_code(message, "111001")[0], 5) == result.model.name
+    assert get(obx_by_code(message, "111001", "DCM")[0], 5) == result.model.name
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
