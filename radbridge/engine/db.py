@@ -181,41 +181,62 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        # Straight on the sqlite3 connection: these run in every transaction, and each
+        # statement through SQLAlchemy costs more CPU than SQLite takes to run it.
+        raw: sqlite3.Connection = connection.connection.driver_connection
         options = connection.get_execution_options()
         if options.get(_READONLY, False):
-            connection.exec_driver_sql("BEGIN")
+            _raw(raw, "BEGIN")
             return
         # FULL: the commit survives power loss too, not only a crash of the process
         # (group commit keeps that fsync cheap per message); NORMAL for redoable work.
-        relaxed = options.get(_RELAXED, False)
-        connection.exec_driver_sql(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
-        _begin_immediate(connection)
+        mode = "NORMAL" if options.get(_RELAXED, False) else "FULL"
+        info = connection.connection.info
+        if info.get(_SYNCHRONOUS) != mode:
+            _raw(raw, f"PRAGMA synchronous={mode}")
+            info[_SYNCHRONOUS] = mode
+        _begin_immediate(raw)
 
     return engine
 
 
-def _begin_immediate(connection: Any) -> None:
+_SYNCHRONOUS = "radbridge_synchronous"
+"""Key in a pooled connection's info: the synchronous mode it was last set to."""
+
+
+def _raw(raw: sqlite3.Connection, statement: str) -> None:
+    """Run `statement` on the sqlite3 connection; its errors as SQLAlchemy raises them,
+    so that `Database._write_turn` translates them as on the usual path."""
+    try:
+        raw.execute(statement)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
+
+
+def _begin_immediate(raw: sqlite3.Connection) -> None:
     """Take SQLite's writer, retrying in small steps while another process holds it.
 
     Within one process writers queue on `Database._write_lock`; between processes (a
     node run as ingest and process roles) SQLite's own busy handler would sleep in
     steps of 1, 2, 5, 10 ... 100 ms, which costs far more latency than the wait.
     """
-    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    raw.execute("PRAGMA busy_timeout=0")
     deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
     pause = 0.0002
     try:
         while True:
             try:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                raw.execute("BEGIN IMMEDIATE")
                 return
-            except OperationalError as exc:
-                if "locked" not in str(exc.orig).lower() or time.monotonic() > deadline:
-                    raise
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc,
+                                              sqlite3.Error) from exc
             time.sleep(pause)
             pause = min(pause * 1.5, 0.002)
     finally:
-        connection.exec_driver_sql("PRAGMA busy_timeout=30000")
+        with contextlib.suppress(sqlite3.Error):  # a broken connection: its error is raised
+            raw.execute("PRAGMA busy_timeout=30000")
 
 
 def _is_availability_error(exc: DBAPIError) -> bool:
