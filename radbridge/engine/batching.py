@@ -5,7 +5,9 @@ queue commits many items per transaction and an idle one commits each at once (o
 after `linger`, for work whose caller is not waiting on the commit). `busy_linger`
 waits a little for more only while batches have more than one item: several callers
 each waiting for their commit (MLLP connections) otherwise settle into groups that take
-turns, half of them per commit; a lone caller never waits.
+turns, half of them per commit; a lone caller never waits. `quiet` ends a linger
+early once nothing has arrived for that long: a steady stream fills batches up to the
+whole linger, a trickle is committed after `quiet`.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ class BatchingThread(Generic[Item]):
     def __init__(
         self, name: str, handle: Callable[[list[Item]], None], *,
         max_batch: int = 256, linger: float = 0.0, busy_linger: float = 0.0,
+        quiet: float = 0.0,
     ) -> None:
         self._busy_linger = busy_linger
+        self._quiet = quiet
         self._last_size = 0
         self._name = name
         self._handle = handle
@@ -63,8 +67,11 @@ class BatchingThread(Generic[Item]):
             linger = self._linger or (self._busy_linger if self._last_size > 1 else 0.0)
             deadline = time.monotonic() + linger
             while len(batch) < self._max_batch:
+                wait = max(0.0, deadline - time.monotonic())
+                if self._quiet:
+                    wait = min(wait, self._quiet)
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get(timeout=wait)
                 except queue.Empty:
                     break
                 if item is None:
