@@ -1,4 +1,5 @@
-"""Multi-row INSERTs on SQLite straight through sqlite3, inside the caller's transaction.
+"""Multi-row INSERTs, and the few statements that run in every group commit, on SQLite
+straight through sqlite3, inside the caller's transaction.
 
 On the acknowledgement path most of a group commit's CPU went to SQLAlchemy's work per
 execute (parameter processing, result set-up), not to SQLite. Here the INSERT text and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,8 +36,8 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
         connection.execute(insert(table), list(rows))
         return
     plan = _plan(table, tuple(rows[0]))
-    values = [tuple(convert(row[key]) for key, convert in plan.columns) for row in rows]
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    values = [plan.values(row) for row in rows]
+    cursor = _cursor(connection)
     try:
         cursor.executemany(plan.sql, values)
     except sqlite3.Error as exc:
@@ -48,27 +50,57 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
 
 def keys_above(connection: Connection, table: Table, above: int) -> list[int]:
     """Primary keys greater than `above`, ascending (SQLite)."""
-    plan = _keys(table)
-    return [row[0] for row in connection.exec_driver_sql(plan[1], (above,))]
+    return [row[0] for row in run(connection, _keys(table)[1], (above,))]
 
 
 def largest_key(connection: Connection, table: Table) -> int:
-    plan = _keys(table)
-    return int(connection.exec_driver_sql(plan[0]).scalar_one())
+    return int(run(connection, _keys(table)[0], ())[0][0])
+
+
+def _cursor(connection: Connection) -> sqlite3.Cursor:
+    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr,no-any-return]
+
+
+def run(connection: Connection, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    """One statement on the transaction's sqlite3 connection, and its rows; without
+    SQLAlchemy's statement and result set-up, which costs about as much as SQLite's own
+    work for these small lookups and updates."""
+    cursor = _cursor(connection)
+    try:
+        return cursor.execute(sql, parameters).fetchall()
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, list(parameters), exc, sqlite3.Error) from exc
+    finally:
+        cursor.close()
 
 
 @dataclass(frozen=True)
 class _Plan:
     sql: str
-    columns: tuple[tuple[str, Convert], ...]
+    take: Callable[[dict[str, Any]], tuple[Any, ...]]
+    """The row's values in column order."""
+    converts: tuple[tuple[int, Convert], ...]
+    """Converters of the columns that need one (text and numbers go in as they are)."""
+
+    def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        if not self.converts:
+            return self.take(row)
+        values = list(self.take(row))
+        for index, convert in self.converts:
+            values[index] = convert(values[index])
+        return tuple(values)
 
 
 @functools.cache
 def _plan(table: Table, keys: tuple[str, ...]) -> _Plan:
     names = ", ".join(f'"{table.c[key].name}"' for key in keys)
     marks = ", ".join("?" for _ in keys)
-    return _Plan(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
-                 tuple((key, _converter(table.c[key].type)) for key in keys))
+    getter = operator.itemgetter(*keys)
+    take: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+        getter if len(keys) > 1 else lambda row: (getter(row),))
+    converts = tuple((index, convert) for index, key in enumerate(keys)
+                     if (convert := _converter(table.c[key].type)) is not _as_is)
+    return _Plan(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', take, converts)
 
 
 @functools.cache
@@ -93,6 +125,12 @@ def _timestamp(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the store; use an aware UTC time")
+    return _utc_text(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _utc_text(value: datetime) -> str:
+    """A batch's rows share one `now`: formatted once, not once per row and column."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 

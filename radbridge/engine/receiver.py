@@ -12,19 +12,20 @@ the database or the disk comes back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from radbridge.engine import audit, dicom_index, handback, metrics
+from radbridge.engine import audit, dicom_index, fast_insert, handback, metrics
 from radbridge.engine.batching import BatchingThread
 from radbridge.engine.blobstore import BlobRef, BlobStore
 from radbridge.engine.db import Database, insert_many
@@ -234,6 +235,18 @@ def _with_blob(inbound: Inbound, ref: BlobRef) -> Inbound:
     return Inbound(**{**inbound.__dict__, "content": None, "blob": ref})
 
 
+@functools.lru_cache(maxsize=64)
+def _sqlite_find_dedup(channels: int, keys: int) -> str:
+    """`_FIND_DEDUP` for SQLite with this many channels and keys, run through sqlite3."""
+    return (f"SELECT channel, dedup_key, id, uid, received_at FROM messages WHERE channel IN"
+            f" ({', '.join('?' * channels)}) AND dedup_key IN ({', '.join('?' * keys)})")
+
+
+def _sqlite_time(text: str | None) -> datetime | None:
+    """A timestamp column as SQLite holds it (naive UTC text), read as `UTCDateTime` would."""
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class _Known(Receipt):
     received_at: datetime | None = None
@@ -245,10 +258,15 @@ def _existing_dedup(
     keys = {key for key in map(_dedup, inbounds) if key is not None}
     if not keys:
         return {}
-    # Core, not the ORM: this runs once per commit on the acknowledgement path.
-    rows = connection.execute(_FIND_DEDUP, {
-        "channels": sorted({channel for channel, _ in keys}),
-        "keys": [key for _, key in keys]})
+    channels = sorted({channel for channel, _ in keys})
+    values = [key for _, key in keys]
+    # Not the ORM: this runs once per commit on the acknowledgement path.
+    rows: Iterable[Any]
+    if connection.dialect.name == "sqlite":
+        rows = [(c, k, i, u, _sqlite_time(at)) for c, k, i, u, at in fast_insert.run(
+            connection, _sqlite_find_dedup(len(channels), len(values)), [*channels, *values])]
+    else:
+        rows = connection.execute(_FIND_DEDUP, {"channels": channels, "keys": values})
     return {(c, k): _Known(i, u, duplicate=True, received_at=at) for c, k, i, u, at in rows
             if (c, k) in keys}
 
