@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from radbridge.engine.db import Database, insert_many
-from radbridge.engine.fast_insert import insert_rows
+from radbridge.engine.fast_insert import insert_rows, update_rows
 from radbridge.engine.models import MESSAGES, STAGES, Message, MessageStage
 
 
@@ -38,6 +38,30 @@ def test_rows_read_back_through_the_models(database: Database) -> None:
     assert messages[0].received_at.astimezone(UTC).hour == 14
     assert messages[0].meta == {"hl7.type": "ADT^A01", "n": "ü"}
     assert stage.content == b"\x00\xffbytes" and stage.in_blob is False
+
+
+def test_updates_change_only_the_keyed_rows_and_read_back_through_the_models(
+        database: Database) -> None:
+    at = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+    later = at.astimezone(timezone(timedelta(hours=2))) + timedelta(minutes=5)
+    with database.write() as session:
+        ids = insert_many(session.connection(), MESSAGES,
+                          [message_row(f"u{n}", at) for n in range(3)])
+    with database.write() as session:
+        update_rows(session.connection(), MESSAGES, "id", [
+            {"id": ids[0], "status": "routed", "updated_at": later, "error": None,
+             "metadata": {"k": "ö", "n": 1}},
+            {"id": ids[2], "status": "errored", "updated_at": later, "error": "bad",
+             "metadata": {}},
+        ])
+    with database.read() as session:
+        rows = session.execute(select(Message).order_by(Message.id)).scalars().all()
+    assert [(m.status, m.error, m.meta) for m in rows] == [
+        ("routed", None, {"k": "ö", "n": 1}),
+        ("received", None, {"hl7.type": "ADT^A01", "n": "ü"}),
+        ("errored", "bad", {}),
+    ]
+    assert rows[0].updated_at == later and rows[1].updated_at == at
 
 
 def test_a_constraint_violation_is_sqlalchemys_integrity_error(database: Database) -> None:

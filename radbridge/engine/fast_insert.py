@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Connection, Table, insert
+from sqlalchemy import JSON, Boolean, Connection, Table, Update, bindparam, insert, update
 from sqlalchemy.exc import DBAPIError
 
 from radbridge.engine.models import UTCDateTime
@@ -43,6 +43,28 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
     except sqlite3.Error as exc:
         # As SQLAlchemy would raise it (OperationalError, IntegrityError, ...), so that
         # callers translate a full disk or a lost race exactly as on the usual path.
+        raise DBAPIError.instance(plan.sql, values[:1], exc, sqlite3.Error) from exc
+    finally:
+        cursor.close()
+
+
+def update_rows(connection: Connection, table: Table, key: str,
+                rows: Sequence[dict[str, Any]]) -> None:
+    """UPDATE each row's columns where `key` equals the row's `key` value (all rows have
+    the same keys), in the caller's transaction."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    if connection.dialect.name != "sqlite":
+        connection.execute(_update_statement(table, key, columns),
+                           [{f"b_{name}": value for name, value in row.items()} for row in rows])
+        return
+    plan = _update_plan(table, key, columns)
+    values = [plan.values(row) for row in rows]
+    cursor = _cursor(connection)
+    try:
+        cursor.executemany(plan.sql, values)
+    except sqlite3.Error as exc:
         raise DBAPIError.instance(plan.sql, values[:1], exc, sqlite3.Error) from exc
     finally:
         cursor.close()
@@ -101,6 +123,25 @@ def _plan(table: Table, keys: tuple[str, ...]) -> _Plan:
     converts = tuple((index, convert) for index, key in enumerate(keys)
                      if (convert := _converter(table.c[key].type)) is not _as_is)
     return _Plan(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', take, converts)
+
+
+@functools.cache
+def _update_plan(table: Table, key: str, columns: tuple[str, ...]) -> _Plan:
+    changed = tuple(name for name in columns if name != key)
+    assignments = ", ".join(f'"{table.c[name].name}" = ?' for name in changed)
+    order = (*changed, key)  # the key's value binds the WHERE, last
+    getter = operator.itemgetter(*order)
+    converts = tuple((index, convert) for index, name in enumerate(order)
+                     if (convert := _converter(table.c[name].type)) is not _as_is)
+    return _Plan(f'UPDATE "{table.name}" SET {assignments} WHERE "{table.c[key].name}" = ?',
+                 getter, converts)
+
+
+@functools.cache
+def _update_statement(table: Table, key: str, columns: tuple[str, ...]) -> Update:
+    return (update(table).where(table.c[key] == bindparam(f"b_{key}"))
+            .values({name: bindparam(f"b_{name}", type_=table.c[name].type)
+                     for name in columns if name != key}))
 
 
 @functools.cache

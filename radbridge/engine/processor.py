@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, and_, bindparam, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, select
 
 from radbridge.engine import audit, metrics
 from radbridge.engine.blobstore import BlobStore
 from radbridge.engine.db import Database, insert_many
-from radbridge.engine.fast_insert import insert_rows
+from radbridge.engine.fast_insert import insert_rows, update_rows
 from radbridge.engine.lifecycle import DeliveryStatus, MessageStatus, StageKind
 from radbridge.engine.models import DELIVERIES, MESSAGES, STAGES, utcnow
 from radbridge.engine.outbox import OutboundDelivery
@@ -50,14 +50,6 @@ _CANDIDATES = (
 )
 _STILL_RECEIVED = select(_M.id, _M.generation).where(
     _M.id.in_(bindparam("ids", expanding=True)), _M.status == MessageStatus.RECEIVED)
-_UPDATE_MESSAGE = (
-    update(MESSAGES).where(_M.id == bindparam("b_id"))
-    .values(status=bindparam("b_status"), error=bindparam("b_error"),
-            attempts=bindparam("b_attempts"), updated_at=bindparam("b_now"),
-            patient_id=bindparam("b_patient_id"), accession=bindparam("b_accession"),
-            study_uid=bindparam("b_study_uid"), content_type=bindparam("b_content_type"),
-            metadata=bindparam("b_meta", type_=_M.metadata.type))
-)
 
 
 def idempotency_key(message_uid: str, generation: int, destination: str) -> str:
@@ -83,6 +75,16 @@ class Processed:
     handed: list[OutboundDelivery] = field(default_factory=list)
     queued: set[tuple[str, str]] = field(default_factory=set)
     """(channel, destination) of deliveries left in the outbox for a claim."""
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What a write transaction stored, for `_finish` after it commits."""
+
+    outcomes: Sequence[_Outcome]
+    deliveries: list[dict[str, Any]]
+    delivery_ids: list[int]
+    content_stage: dict[int, tuple[int, Any]]
 
 
 @dataclass
@@ -138,7 +140,8 @@ class Processor:
                 rows = connection.execute(
                     _CANDIDATES.with_for_update(skip_locked=True, of=MESSAGES), parameters
                 ).all()
-                return self._write(connection, [self._run(row) for row in rows])
+                written = self._write(connection, [self._run(row) for row in rows])
+            return self._finish(written)
         with self._database.read() as session:
             rows = session.connection().execute(_CANDIDATES, parameters).all()
         if not rows:
@@ -149,8 +152,9 @@ class Processor:
             current: dict[int, int] = {
                 id_: generation for id_, generation in
                 connection.execute(_STILL_RECEIVED, {"ids": [r.id for r in rows]})}
-            return self._write(connection, [o for o in outcomes
-                                            if current.get(o.row.id) == o.row.generation])
+            written = self._write(connection, [o for o in outcomes
+                                               if current.get(o.row.id) == o.row.generation])
+        return self._finish(written)
 
     # --- the pipeline, in memory ---------------------------------------------------------
 
@@ -208,9 +212,9 @@ class Processor:
 
     # --- the write transaction ---------------------------------------------------------
 
-    def _write(self, connection: Connection, outcomes: Sequence[_Outcome]) -> Processed:
+    def _write(self, connection: Connection, outcomes: Sequence[_Outcome]) -> _Written:
         if not outcomes:
-            return Processed()
+            return _Written(outcomes, [], [], {})
         now = utcnow()
         transformed = [o for o in outcomes if o.transformed_stage is not None]
         stage_ids = insert_many(connection, STAGES, [
@@ -236,11 +240,18 @@ class Processor:
         delivery_ids = insert_many(connection, DELIVERIES, deliveries)
         if stages:
             insert_rows(connection, STAGES, stages)
-        connection.execute(_UPDATE_MESSAGE, [_message_values(o, now) for o in outcomes])
+        update_rows(connection, MESSAGES, "id", [_message_values(o, now) for o in outcomes])
         audit.append_rows(connection, [o.event for o in outcomes], self._audit_chain)
-        _count(outcomes)
-        handed, queued = self._handed(outcomes, deliveries, delivery_ids, content_stage)
-        return Processed(len(outcomes), handed, queued)
+        return _Written(outcomes, deliveries, delivery_ids, content_stage)
+
+    def _finish(self, written: _Written) -> Processed:
+        """After the commit, outside the store's write lock: what to hand to workers."""
+        if not written.outcomes:
+            return Processed()
+        _count(written.outcomes)
+        handed, queued = self._handed(written.outcomes, written.deliveries,
+                                      written.delivery_ids, written.content_stage)
+        return Processed(len(written.outcomes), handed, queued)
 
     def _delivery(self, outcome: _Outcome, name: str, content_stage_id: int,
                   now: datetime) -> dict[str, Any]:
@@ -308,13 +319,13 @@ def _outbound(delivery_id: int, delivery: Mapping[str, Any], outcome: _Outcome,
 def _message_values(outcome: _Outcome, now: datetime) -> dict[str, Any]:
     payload = outcome.payload
     return {
-        "b_id": outcome.row.id, "b_status": outcome.status,
-        "b_error": outcome.detail[:2000] if outcome.status is MessageStatus.ERRORED
+        "id": outcome.row.id, "status": outcome.status,
+        "error": outcome.detail[:2000] if outcome.status is MessageStatus.ERRORED
         and outcome.detail else None,
-        "b_attempts": outcome.row.attempts + 1, "b_now": now,
-        "b_patient_id": payload.patient_id, "b_accession": payload.accession,
-        "b_study_uid": payload.study_uid, "b_content_type": payload.content_type,
-        "b_meta": dict(payload.metadata),
+        "attempts": outcome.row.attempts + 1, "updated_at": now,
+        "patient_id": payload.patient_id, "accession": payload.accession,
+        "study_uid": payload.study_uid, "content_type": payload.content_type,
+        "metadata": dict(payload.metadata),
     }
 
 
