@@ -35,17 +35,7 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
     if connection.dialect.name != "sqlite":
         connection.execute(insert(table), list(rows))
         return
-    plan = _plan(table, tuple(rows[0]))
-    values = [plan.values(row) for row in rows]
-    cursor = _cursor(connection)
-    try:
-        cursor.executemany(plan.sql, values)
-    except sqlite3.Error as exc:
-        # As SQLAlchemy would raise it (OperationalError, IntegrityError, ...), so that
-        # callers translate a full disk or a lost race exactly as on the usual path.
-        raise DBAPIError.instance(plan.sql, values[:1], exc, sqlite3.Error) from exc
-    finally:
-        cursor.close()
+    _execute_many(connection, _plan(table, tuple(rows[0])), rows)
 
 
 def update_rows(connection: Connection, table: Table, key: str,
@@ -59,15 +49,7 @@ def update_rows(connection: Connection, table: Table, key: str,
         connection.execute(_update_statement(table, key, columns),
                            [{f"b_{name}": value for name, value in row.items()} for row in rows])
         return
-    plan = _update_plan(table, key, columns)
-    values = [plan.values(row) for row in rows]
-    cursor = _cursor(connection)
-    try:
-        cursor.executemany(plan.sql, values)
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(plan.sql, values[:1], exc, sqlite3.Error) from exc
-    finally:
-        cursor.close()
+    _execute_many(connection, _update_plan(table, key, columns), rows)
 
 
 def keys_above(connection: Connection, table: Table, above: int) -> list[int]:
@@ -77,6 +59,19 @@ def keys_above(connection: Connection, table: Table, above: int) -> list[int]:
 
 def largest_key(connection: Connection, table: Table) -> int:
     return int(run(connection, _keys(table)[0], ())[0][0])
+
+
+def _execute_many(connection: Connection, plan: _Plan, rows: Sequence[dict[str, Any]]) -> None:
+    values = [plan.values(row) for row in rows]
+    cursor = _cursor(connection)
+    try:
+        cursor.executemany(plan.sql, values)
+    except sqlite3.Error as exc:
+        # As SQLAlchemy would raise it (OperationalError, IntegrityError, ...), so that
+        # callers translate a full disk or a lost race exactly as on the usual path.
+        raise DBAPIError.instance(plan.sql, values[:1], exc, sqlite3.Error) from exc
+    finally:
+        cursor.close()
 
 
 def _cursor(connection: Connection) -> sqlite3.Cursor:
