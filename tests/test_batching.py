@@ -50,3 +50,23 @@ def test_a_quiet_spell_ends_the_linger_early() -> None:
         thread.stop()
     assert batches == [[1, 2], [-1]]
     assert waited < 0.9, f"the batch waited {waited:.2f}s, the whole linger, not the quiet"
+
+
+def test_hurry_ends_the_linger_of_the_batch_being_gathered() -> None:
+    batches, done, thread = _collecting()
+    thread.start()
+    try:
+        began = time.monotonic()
+        thread.hurry()  # nothing gathered yet: no empty batch
+        thread.put(1)
+        thread.put(2)
+        thread.hurry()
+        while not batches and time.monotonic() - began < 5:
+            time.sleep(0.002)
+        waited = time.monotonic() - began
+        thread.put(-1)
+        assert done.wait(5)
+    finally:
+        thread.stop()
+    assert batches == [[1, 2], [-1]]
+    assert waited < 0.08, f"the batch waited {waited:.3f}s; quiet is 0.1s"

@@ -39,6 +39,10 @@ class StalledWriter:
 
     def __init__(self) -> None:
         self.results: list[DeliveryResult] = []
+        self.hurried = 0
+
+    def hurry(self) -> None:
+        self.hurried += 1
 
     def record(self, result: DeliveryResult) -> Future[None]:
         self.results.append(result)
@@ -71,6 +75,7 @@ async def test_unrecorded_outcomes_are_bounded_when_the_store_stalls(database, t
         worker.stop()
         await asyncio.wait_for(task, 5)
     assert len(recorder.sent) == PREFETCH  # concurrency 1 x PREFETCH, then it waits
+    assert writer.hurried >= 1  # and asked the writer to commit what it was gathering
 
 
 async def test_a_delivery_being_recorded_is_not_sent_again(database, tmp_path):

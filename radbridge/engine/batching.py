@@ -7,7 +7,8 @@ waits a little for more only while batches have more than one item: several call
 each waiting for their commit (MLLP connections) otherwise settle into groups that take
 turns, half of them per commit; a lone caller never waits. `quiet` ends a linger
 early once nothing has arrived for that long: a steady stream fills batches up to the
-whole linger, a trickle is committed after `quiet`.
+whole linger, a trickle is committed after `quiet`, and `hurry` ends the linger of the
+batch being gathered for a caller that cannot go on until it is handled.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
+
+_HURRY = object()
+"""Queued by `hurry`: ends a linger; not an item."""
 
 
 class BatchingThread(Generic[Item]):
@@ -36,7 +40,7 @@ class BatchingThread(Generic[Item]):
         self._handle = handle
         self._max_batch = max_batch
         self._linger = linger
-        self._queue: queue.Queue[Item | None] = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     @property
@@ -57,12 +61,18 @@ class BatchingThread(Generic[Item]):
     def put(self, item: Item) -> None:
         self._queue.put(item)
 
+    def hurry(self) -> None:
+        """Handle the batch being gathered now, without waiting out its linger."""
+        self._queue.put(_HURRY)
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
             if first is None:
                 break
+            if first is _HURRY:  # nothing was being gathered
+                continue
             batch = [first]
             linger = self._linger or (self._busy_linger if self._last_size > 1 else 0.0)
             deadline = time.monotonic() + linger
@@ -76,6 +86,8 @@ class BatchingThread(Generic[Item]):
                     break
                 if item is None:
                     stopping = True
+                    break
+                if item is _HURRY:
                     break
                 batch.append(item)
             self._last_size = len(batch)

@@ -114,6 +114,9 @@ class DeliveryWorker:
             if not self._waiting:
                 await self._sleep()
                 continue
+            if self._unrecorded.locked():
+                # Waiting on outcomes the writer is still gathering: commit them now.
+                self._writer.hurry()
             if not await self._acquire(self._unrecorded):
                 break
             if not await self._acquire(self._slots):

@@ -81,7 +81,8 @@ outcomes per commit was a fifth of a processing node's CPU, and held SQLite's on
 writer from the sources' acknowledgements (measured at 8 MLLP connections). Nothing
 waits on these commits but the delivery worker's bounded count of unrecorded
 outcomes, which stops new outcomes when full, so the batch is then committed after
-`quiet`. A crash in between resends no more than before: that count bounds it."""
+`quiet`, or at once when the worker says so (`hurry`). A crash in between resends no
+more than before: that count bounds it."""
 
 RESPONSE_LIMIT = 64 * 1024
 """At most this much of a peer's response is kept in the sent stage record."""
@@ -261,6 +262,11 @@ class OutboxWriter:
         waiter: Waiter[None] = Waiter.for_thread()
         self._thread.put((result, waiter))
         return waiter.thread_future()
+
+    def hurry(self) -> None:
+        """Commit the outcomes gathered so far without waiting out the linger: a
+        delivery worker has none of its unrecorded budget left."""
+        self._thread.hurry()
 
     async def recorded(self, result: DeliveryResult) -> None:
         """Record and wait for the commit, on the event loop (one wake-up per batch)."""
