@@ -34,33 +34,14 @@ def test_a_steady_stream_is_gathered_for_the_whole_linger_into_one_batch() -> No
     assert batches == [[*range(10), -1]]
 
 
-def test_a_quiet_spell_ends_the_linger_early() -> None:
+def _first_batch_after(puts: list[int | None]) -> tuple[list[list[int]], float]:
+    """Queue `puts` (None: a hurry) at once; the batches, and seconds to the first."""
     batches, done, thread = _collecting()
     thread.start()
     try:
         began = time.monotonic()
-        thread.put(1)
-        thread.put(2)
-        while not batches and time.monotonic() - began < 5:
-            time.sleep(0.005)
-        waited = time.monotonic() - began
-        thread.put(-1)
-        assert done.wait(5)
-    finally:
-        thread.stop()
-    assert batches == [[1, 2], [-1]]
-    assert waited < 0.9, f"the batch waited {waited:.2f}s, the whole linger, not the quiet"
-
-
-def test_hurry_ends_the_linger_of_the_batch_being_gathered() -> None:
-    batches, done, thread = _collecting()
-    thread.start()
-    try:
-        began = time.monotonic()
-        thread.hurry()  # nothing gathered yet: no empty batch
-        thread.put(1)
-        thread.put(2)
-        thread.hurry()
+        for item in puts:
+            thread.hurry() if item is None else thread.put(item)
         while not batches and time.monotonic() - began < 5:
             time.sleep(0.002)
         waited = time.monotonic() - began
@@ -68,5 +49,17 @@ def test_hurry_ends_the_linger_of_the_batch_being_gathered() -> None:
         assert done.wait(5)
     finally:
         thread.stop()
+    return batches, waited
+
+
+def test_a_quiet_spell_ends_the_linger_early() -> None:
+    batches, waited = _first_batch_after([1, 2])
+    assert batches == [[1, 2], [-1]]
+    assert waited < 0.9, f"the batch waited {waited:.2f}s, the whole linger, not the quiet"
+
+
+def test_hurry_ends_the_linger_of_the_batch_being_gathered() -> None:
+    # The first hurry comes with nothing gathered: it makes no empty batch.
+    batches, waited = _first_batch_after([None, 1, 2, None])
     assert batches == [[1, 2], [-1]]
     assert waited < 0.08, f"the batch waited {waited:.3f}s; quiet is 0.1s"
