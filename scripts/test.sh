@@ -45,8 +45,10 @@ install_without_starting() {
 # package scripts start would listen on 0.0.0.0:4242/8042, so it is kept from starting
 # (policy-rc.d) and stopped if it started anyway.
 ensure_dicom_peers() {
+  # dcmtk's own storescu: pynetdicom installs a script of that name in a virtualenv,
+  # which `command -v` finds first when one is activated.
   if { command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ]; } \
-      && command -v storescu >/dev/null && command -v dciodvfy >/dev/null; then
+      && [ -x /usr/bin/storescu ] && command -v dciodvfy >/dev/null; then
     return 0
   fi
   echo "installing Orthanc, dcmtk and dicom3tools from Debian's packages" >&2
