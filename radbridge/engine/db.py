@@ -186,14 +186,14 @@ def _sqlite_engine(url: str) -> Engine:
         raw: sqlite3.Connection = connection.connection.driver_connection
         options = connection.get_execution_options()
         if options.get(_READONLY, False):
-            _raw(raw, "BEGIN")
+            fast_insert.run_raw(raw, "BEGIN")
             return
         # FULL: the commit survives power loss too, not only a crash of the process
         # (group commit keeps that fsync cheap per message); NORMAL for redoable work.
         mode = "NORMAL" if options.get(_RELAXED, False) else "FULL"
         info = connection.connection.info
         if info.get(_SYNCHRONOUS) != mode:
-            _raw(raw, f"PRAGMA synchronous={mode}")
+            fast_insert.run_raw(raw, f"PRAGMA synchronous={mode}")
             info[_SYNCHRONOUS] = mode
         _begin_immediate(raw)
 
@@ -202,15 +202,6 @@ def _sqlite_engine(url: str) -> Engine:
 
 _SYNCHRONOUS = "radbridge_synchronous"
 """Key in a pooled connection's info: the synchronous mode it was last set to."""
-
-
-def _raw(raw: sqlite3.Connection, statement: str) -> None:
-    """Run `statement` on the sqlite3 connection; its errors as SQLAlchemy raises them,
-    so that `Database._write_turn` translates them as on the usual path."""
-    try:
-        raw.execute(statement)
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 
 
 def _begin_immediate(raw: sqlite3.Connection) -> None:
@@ -226,12 +217,11 @@ def _begin_immediate(raw: sqlite3.Connection) -> None:
     try:
         while True:
             try:
-                raw.execute("BEGIN IMMEDIATE")
+                fast_insert.run_raw(raw, "BEGIN IMMEDIATE")
                 return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc,
-                                              sqlite3.Error) from exc
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig).lower() or time.monotonic() > deadline:
+                    raise
             time.sleep(pause)
             pause = min(pause * 1.5, 0.002)
     finally:

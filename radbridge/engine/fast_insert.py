@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, Table, Update, bindparam, insert, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from radbridge.engine.models import UTCDateTime
 
@@ -67,9 +67,7 @@ def _execute_many(connection: Connection, plan: _Plan, rows: Sequence[dict[str, 
     try:
         cursor.executemany(plan.sql, values)
     except sqlite3.Error as exc:
-        # As SQLAlchemy would raise it (OperationalError, IntegrityError, ...), so that
-        # callers translate a full disk or a lost race exactly as on the usual path.
-        raise DBAPIError.instance(plan.sql, values[:1], exc, sqlite3.Error) from exc
+        raise _as_sqlalchemy(plan.sql, values[:1], exc) from exc
     finally:
         cursor.close()
 
@@ -82,13 +80,24 @@ def run(connection: Connection, sql: str, parameters: Sequence[Any]) -> list[Any
     """One statement on the transaction's sqlite3 connection, and its rows; without
     SQLAlchemy's statement and result set-up, which costs about as much as SQLite's own
     work for these small lookups and updates."""
-    cursor = _cursor(connection)
+    return run_raw(connection.connection.driver_connection, sql, parameters)  # type: ignore[arg-type]
+
+
+def run_raw(raw: sqlite3.Connection, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+    """`run` on a sqlite3 connection itself (the store's begin hook has no other)."""
+    cursor = raw.cursor()
     try:
         return cursor.execute(sql, parameters).fetchall()
     except sqlite3.Error as exc:
-        raise DBAPIError.instance(sql, list(parameters), exc, sqlite3.Error) from exc
+        raise _as_sqlalchemy(sql, parameters, exc) from exc
     finally:
         cursor.close()
+
+
+def _as_sqlalchemy(sql: str, parameters: Sequence[Any], exc: sqlite3.Error) -> StatementError:
+    """The error as SQLAlchemy raises it (OperationalError, IntegrityError, ...), so that
+    callers translate a full disk or a lost race exactly as on the usual path."""
+    return DBAPIError.instance(sql, list(parameters), exc, sqlite3.Error)
 
 
 @dataclass(frozen=True)

@@ -238,8 +238,11 @@ def _with_blob(inbound: Inbound, ref: BlobRef) -> Inbound:
 @functools.lru_cache(maxsize=64)
 def _sqlite_find_dedup(channels: int, keys: int) -> str:
     """`_FIND_DEDUP` for SQLite with this many channels and keys, run through sqlite3."""
-    return (f"SELECT channel, dedup_key, id, uid, received_at FROM messages WHERE channel IN"
-            f" ({', '.join('?' * channels)}) AND dedup_key IN ({', '.join('?' * keys)})")
+    def marks(count: int) -> str:
+        return ", ".join(["?"] * count)
+
+    return (f"SELECT channel, dedup_key, id, uid, received_at FROM messages"
+            f" WHERE channel IN ({marks(channels)}) AND dedup_key IN ({marks(keys)})")
 
 
 def _sqlite_time(text: str | None) -> datetime | None:
@@ -288,7 +291,7 @@ def _retire_expired(
             continue
         if (now - found.received_at).total_seconds() > window:
             connection.execute(update(_MESSAGES).where(_MESSAGES.c.id == found.message_id)
-                            .values(dedup_key=f"{key[1][:230]}~{found.message_id}"))
+                               .values(dedup_key=f"{key[1][:230]}~{found.message_id}"))
             del known[key]
 
 
