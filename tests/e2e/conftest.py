@@ -39,6 +39,7 @@ import httpx
 import pytest
 import yaml
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from radbridge.engine.db import Database
 from radbridge.engine.lifecycle import StageKind
@@ -481,6 +482,11 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
 # --- the store ---------------------------------------------------------------------
 
 
+def _sent_message_ids(session: Session) -> set[int]:
+    return set(session.execute(
+        select(Delivery.message_id).where(Delivery.status == "sent")).scalars())
+
+
 class StoreProbe:
     """Counts read directly from a node's store (what `messages list` summarises)."""
 
@@ -495,18 +501,7 @@ class StoreProbe:
 
     def sent_message_ids(self) -> set[int]:
         with self.database.read() as session:
-            return set(session.execute(
-                select(Delivery.message_id).where(Delivery.status == "sent")).scalars())
-
-    def deliveries_per_message(self) -> Counter[int]:
-        with self.database.read() as session:
-            return Counter(session.execute(select(Delivery.message_id)).scalars())
-
-    def sent_stages_per_message(self) -> Counter[int]:
-        with self.database.read() as session:
-            return Counter(session.execute(
-                select(MessageStage.message_id).where(MessageStage.stage == StageKind.SENT)
-            ).scalars())
+            return _sent_message_ids(session)
 
     def wait_all_sent(self, count: int, timeout: float = 15.0) -> float:
         """Until exactly `count` deliveries exist and all are `sent`."""
@@ -519,9 +514,16 @@ class StoreProbe:
     def assert_each_sent_once(self, message_ids: Iterable[int]) -> None:
         """Each message has one delivery, `sent`, with one sent stage record."""
         ids = set(message_ids)
-        per_message = self.deliveries_per_message()
-        stages = self.sent_stages_per_message()
-        sent = self.sent_message_ids()
+        # One snapshot: a delivery the node is still sending may otherwise be counted
+        # sent in one read and have no sent stage in another (they commit together).
+        with self.database.read() as session:
+            if self.database.is_postgres:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            per_message = Counter(session.execute(select(Delivery.message_id)).scalars())
+            stages = Counter(session.execute(
+                select(MessageStage.message_id).where(MessageStage.stage == StageKind.SENT)
+            ).scalars())
+            sent = _sent_message_ids(session)
         assert ids <= sent, f"acknowledged but not sent in the store: {sorted(ids - sent)[:10]}"
         assert all(per_message[i] == 1 for i in ids), "a message has more than one delivery"
         twice = {i: n for i, n in stages.items() if n != 1}
