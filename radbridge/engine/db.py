@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -37,6 +38,8 @@ WRITE_LOCK_TIMEOUT = 30.0
 """Seconds a SQLite writer waits for its turn in this process before giving up."""
 _READONLY = "radbridge_readonly"
 _RELAXED = "radbridge_relaxed"
+_SYNC_AFTER = "radbridge_sync_after"
+"""A durable transaction whose WAL is fsynced by `Database` after the commit (SQLite)."""
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -54,8 +57,10 @@ class Database:
         if self.dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         self._write_lock: threading.Lock | None = None
+        self._journal: _Journal | None = None
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url)
+            self._journal = _Journal.of(parsed.database)
             # SQLite has one writer; threads that queue on its busy handler sleep in steps
             # of up to 100 ms. Queuing on a lock here hands the writer over at once.
             self._write_lock = threading.Lock()
@@ -63,7 +68,11 @@ class Database:
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
             )
-        self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        # Durable writes fsync the WAL themselves when there is one file to sync;
+        # otherwise (PostgreSQL, an in-memory or URI-named SQLite) the engine's own way.
+        self._durable_engine = (self.engine.execution_options(**{_SYNC_AFTER: True})
+                                if self._journal is not None else self.engine)
+        self._writer = sessionmaker(self._durable_engine, expire_on_commit=False)
         self._relaxed_writer = sessionmaker(
             self.engine.execution_options(**{_RELAXED: True}), expire_on_commit=False
         )
@@ -83,11 +92,23 @@ class Database:
         lost its commit (processing, claims, delivery outcomes: all keyed by message
         and idempotency key). On SQLite such commits skip the fsync (WAL with
         synchronous=NORMAL still survives a crash of the process); what a source
-        acknowledges is always committed with a full fsync.
+        acknowledges is always fsynced before this returns (see `_Journal`).
         """
         factory = self._relaxed_writer if redoable else self._writer
         with self._write_turn(), factory() as session, session.begin():
             yield session
+        if not redoable:
+            self.make_durable()
+
+    def make_durable(self) -> None:
+        """Make every transaction committed so far survive a power cut (SQLite: fsync the
+        WAL, outside the writer; PostgreSQL commits synchronously already)."""
+        if self._journal is not None:
+            try:
+                self._journal.sync()
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"store cannot sync its journal: {exc.strerror or exc}") from exc
 
     def held_writer(self) -> HeldWriter:
         """A connection of its own for one thread's durable write transactions."""
@@ -148,13 +169,14 @@ class HeldWriter:
     def transaction(self) -> Iterator[Connection]:
         with self._database._write_turn():
             if self._connection is None:
-                self._connection = self._database.engine.connect()
+                self._connection = self._database._durable_engine.connect()
             try:
                 with self._connection.begin():
                     yield self._connection
             except BaseException:
                 self.close()
                 raise
+        self._database.make_durable()
 
     def close(self) -> None:
         if self._connection is not None:
@@ -170,11 +192,12 @@ def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    def _on_connect(dbapi_connection: sqlite3.Connection, record: Any) -> None:
         # Let SQLAlchemy's "begin" event below issue BEGIN itself.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        journal_mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        record.info[_WAL] = str(journal_mode).lower() == "wal"
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -188,10 +211,13 @@ def _sqlite_engine(url: str) -> Engine:
         if options.get(_READONLY, False):
             fast_insert.run_raw(raw, "BEGIN")
             return
-        # FULL: the commit survives power loss too, not only a crash of the process
-        # (group commit keeps that fsync cheap per message); NORMAL for redoable work.
-        mode = "NORMAL" if options.get(_RELAXED, False) else "FULL"
+        # FULL: the commit survives power loss too, not only a crash of the process.
+        # NORMAL for redoable work, and for durable work whose WAL `Database` fsyncs
+        # after the commit (the same sync FULL makes, without holding the writer).
         info = connection.connection.info
+        relaxed = options.get(_RELAXED, False) or (options.get(_SYNC_AFTER, False)
+                                                   and info.get(_WAL, False))
+        mode = "NORMAL" if relaxed else "FULL"
         if info.get(_SYNCHRONOUS) != mode:
             fast_insert.run_raw(raw, f"PRAGMA synchronous={mode}")
             info[_SYNCHRONOUS] = mode
@@ -202,6 +228,56 @@ def _sqlite_engine(url: str) -> Engine:
 
 _SYNCHRONOUS = "radbridge_synchronous"
 """Key in a pooled connection's info: the synchronous mode it was last set to."""
+_WAL = "radbridge_wal"
+"""Key in a pooled connection's info: whether SQLite runs it in WAL mode."""
+
+
+class _Journal:
+    """A SQLite store's write-ahead log, fsynced after durable commits.
+
+    With synchronous=FULL, SQLite fsyncs the WAL inside COMMIT, while the transaction
+    still holds the one writer that both processes of a split node and every writing
+    thread share; that fsync was half of a group commit's hold. Durable transactions
+    commit with synchronous=NORMAL instead (the WAL gets the same frames, in the same
+    order; SQLite still syncs around checkpoints) and this fsync follows the commit,
+    before the caller acknowledges anything. An fsync covers every frame written so
+    far, so a power cut keeps a prefix of the WAL that includes every acknowledged
+    transaction; a crash of the process alone never loses a commit either way.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._synced_inode: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, database: str | None) -> _Journal | None:
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return cls(Path(f"{database}-wal"))
+
+    def sync(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no WAL: everything was checkpointed into the database, synced
+        try:
+            os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
+        inode = (stat.st_dev, stat.st_ino)
+        with self._lock:
+            if inode == self._synced_inode:
+                return
+        # A new WAL file: its directory entry must survive a power cut too.
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        with self._lock:
+            self._synced_inode = inode
 
 
 def _begin_immediate(raw: sqlite3.Connection) -> None:
