@@ -49,10 +49,10 @@ from radbridge.engine.lifecycle import (
 )
 from radbridge.engine.models import (
     DELIVERIES,
+    MESSAGES,
     STAGES,
     Delivery,
     Message,
-    MessageStage,
     utcnow,
 )
 from radbridge.engine.retry import RetryPolicy
@@ -71,6 +71,22 @@ _MARK_SENT = (
     .values(status=DeliveryStatus.SENT, sent_at=bindparam("now"), lease_owner=None,
             lease_expires_at=None, last_error=None, updated_at=bindparam("now"))
     .returning(_DELIVERIES.c.id)
+)
+
+_MESSAGES = MESSAGES
+_LOAD = (
+    select(_DELIVERIES.c.id.label("delivery_id"), _DELIVERIES.c.message_id,
+           _DELIVERIES.c.channel, _DELIVERIES.c.destination, _DELIVERIES.c.generation,
+           _DELIVERIES.c.attempts, _DELIVERIES.c.idempotency_key, _DELIVERIES.c.created_at,
+           _MESSAGES.c.uid, _MESSAGES.c.content_type.label("message_content_type"),
+           _MESSAGES.c.received_at, _MESSAGES.c.patient_id, _MESSAGES.c.accession,
+           _MESSAGES.c.study_uid, _MESSAGES.c["metadata"].label("message_metadata"),
+           _STAGES.c.content_type.label("stage_content_type"), _STAGES.c.in_blob,
+           _STAGES.c.content, _STAGES.c.content_sha256, _STAGES.c.content_size)
+    .join(_MESSAGES, _MESSAGES.c.id == _DELIVERIES.c.message_id)
+    .join(_STAGES, _STAGES.c.id == _DELIVERIES.c.content_stage_id)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_DELIVERIES.c.message_id, _DELIVERIES.c.id)
 )
 
 OUTCOME_LINGER = 0.05
@@ -160,7 +176,9 @@ class Outbox:
                     attempts=Delivery.attempts + 1, updated_at=now,
                 )
             )
-            return _load(session, ids)
+        # Leased to this node now: read after the commit, not while holding the writer.
+        with self._database.read() as session:
+            return _load(session.connection(), ids)
 
     def release_own_leases(self) -> int:
         """At start-up: what this node's previous run had in flight is due again now."""
@@ -206,32 +224,21 @@ def _due(
     return statement
 
 
-def _load(session: Session, ids: Sequence[int]) -> list[OutboundDelivery]:
-    rows = session.execute(
-        select(Delivery, Message, MessageStage)
-        .join(Message, Message.id == Delivery.message_id)
-        .join(MessageStage, MessageStage.id == Delivery.content_stage_id)
-        .where(Delivery.id.in_(ids))
-        .order_by(Delivery.message_id, Delivery.id)
-    ).all()
-    return [outbound(d, m, s) for d, m, s in rows]
-
-
-def outbound(delivery: Delivery, message: Message, stage: MessageStage) -> OutboundDelivery:
-    """What a destination needs, from a leased delivery, its message and content stage."""
-    return OutboundDelivery(
-        delivery_id=delivery.id, message_id=message.id, message_uid=message.uid,
-        channel=delivery.channel, destination=delivery.destination,
-        generation=delivery.generation, attempt=delivery.attempts,
-        idempotency_key=delivery.idempotency_key,
-        content_type=stage.content_type or message.content_type,
-        content=None if stage.in_blob else (stage.content or b""),
-        blob_sha256=stage.content_sha256 if stage.in_blob else None,
-        size=stage.content_size or 0, created_at=delivery.created_at,
-        received_at=message.received_at, patient_id=message.patient_id,
-        accession=message.accession, study_uid=message.study_uid,
-        metadata=dict(message.meta or {}),
-    )
+def _load(connection: Connection, ids: Sequence[int]) -> list[OutboundDelivery]:
+    """What a destination needs of leased deliveries, their messages and content stages
+    (Core rows: loading three ORM entities per delivery cost more than the query)."""
+    rows = connection.execute(_LOAD, {"ids": list(ids)}).all()
+    return [OutboundDelivery(
+        delivery_id=row.delivery_id, message_id=row.message_id, message_uid=row.uid,
+        channel=row.channel, destination=row.destination, generation=row.generation,
+        attempt=row.attempts, idempotency_key=row.idempotency_key,
+        content_type=row.stage_content_type or row.message_content_type,
+        content=None if row.in_blob else (row.content or b""),
+        blob_sha256=row.content_sha256 if row.in_blob else None,
+        size=row.content_size or 0, created_at=row.created_at, received_at=row.received_at,
+        patient_id=row.patient_id, accession=row.accession, study_uid=row.study_uid,
+        metadata=dict(row.message_metadata or {}),
+    ) for row in rows]
 
 
 class OutboxWriter:
