@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from radbridge.engine.fsync import fsync_path
 from radbridge.errors import BlobNotFound, StoreUnavailable
 
 CHUNK = 1 << 20
@@ -86,7 +87,7 @@ class BlobStore:
             except OSError as exc:
                 raise StoreUnavailable(f"blob store cannot write under {self.root}: {exc}"
                                        ) from exc
-            self._disk(_fsync_dir, final.parent)
+            self._disk(fsync_path, final.parent)
 
     def _folder(self, folder: Path) -> None:
         if folder not in self._made:
@@ -212,11 +213,3 @@ class BlobWriter:
     def __exit__(self, *exc_info: object) -> None:
         if self._ref is None:
             self.abort()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

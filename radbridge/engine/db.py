@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sqlite3
 import threading
 import time
@@ -32,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radbridge.engine import fast_insert
+from radbridge.engine.fsync import fsync_path
 from radbridge.errors import StoreUnavailable
 
 WRITE_LOCK_TIMEOUT = 30.0
@@ -248,7 +248,6 @@ class _Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._synced_inode: tuple[int, int] | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def of(cls, database: str | None) -> _Journal | None:
@@ -258,25 +257,14 @@ class _Journal:
 
     def sync(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            stat = fsync_path(self.path)
         except FileNotFoundError:
             return  # no WAL: everything was checkpointed into the database, synced
-        try:
-            os.fsync(fd)
-            stat = os.fstat(fd)
-        finally:
-            os.close(fd)
         inode = (stat.st_dev, stat.st_ino)
-        with self._lock:
-            if inode == self._synced_inode:
-                return
-        # A new WAL file: its directory entry must survive a power cut too.
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        with self._lock:
+        if inode != self._synced_inode:
+            # A new WAL file: its directory entry must survive a power cut too (two
+            # threads meeting it at once both sync the directory; no harm).
+            fsync_path(self.path.parent)
             self._synced_inode = inode
 
 
