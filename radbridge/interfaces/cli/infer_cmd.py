@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from radbridge.errors import ConfigError, RadbridgeError
 from radbridge.inference.backends import TritonTarget
-from radbridge.inference.cards import ModelCard, OnnxBackend, load_cards, shipped_folder
+from radbridge.inference.cards import (
+    ModelCard,
+    OnnxBackend,
+    TritonBackend,
+    load_cards,
+    shipped_folder,
+)
 from radbridge.inference.offline import infer_folder
 from radbridge.inference.triton_export import export_repository
 from radbridge.interfaces.cli.common import print_json
@@ -132,7 +138,9 @@ def _infer(args: argparse.Namespace) -> int:
 def _target(args: argparse.Namespace, card: ModelCard) -> TritonTarget | None:
     if args.backend != "triton":
         return None
-    section: Any = card.backend if card.backend.kind == "triton" else None
-    url = args.triton_url or (section.url if section else "127.0.0.1:8000")
-    protocol = args.protocol or (section.protocol if section else "http")
+    section = card.backend if isinstance(card.backend, TritonBackend) else None
+    url: str = args.triton_url or (section.url if section else "127.0.0.1:8000")
+    # argparse's choices hold --protocol to the same two values as the card's field.
+    protocol: Literal["http", "grpc"] = args.protocol or (
+        section.protocol if section else "http")
     return TritonTarget(url=url, protocol=protocol, timeout=args.timeout)
