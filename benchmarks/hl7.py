@@ -7,6 +7,9 @@ Every party is its own process on 127.0.0.1: the load generator (benchmarks.mllp
 the server under test, and for the end-to-end figure a sink standing in for the RIS.
 
 - reference: python-hl7's asyncio server; parses and ACKs, stores nothing.
+- durable floor: a server that parses nothing and commits each message to one SQLite
+  table (WAL, synchronous=FULL, group commits) before its AA: what durable ACKs cost
+  a Python server on this machine before any engine work (`mllp_peers.floor`).
 - ingest: `radbridge run` (one process, and with --split two) with one channel,
   MLLP source -> null destination; an ACK is
   sent only after the message, its stage record and its audit event are committed.
@@ -64,6 +67,19 @@ def run_reference(messages: int) -> list[dict[str, Any]]:
                   str(port)], ready="ready"):
         return [{"party": "python-hl7 bare server", "store": "-", "connections": c,
                  **load(port, c, messages, first=c * 10_000_000)} for c in CONNECTIONS]
+
+
+def run_floor(messages: int, workdir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for connections in CONNECTIONS:
+        port = free_port()
+        database = workdir / f"floor-{connections}.db"
+        with process([sys.executable, "-m", "benchmarks.mllp_peers", "floor", "--port",
+                      str(port), "--database", str(database)], ready="ready"):
+            rows.append({"party": "durable floor (no parse, one table)", "store": "sqlite",
+                         "connections": connections,
+                         **load(port, connections, messages, first=connections * 10_000_000)})
+    return rows
 
 
 def mode(split: bool) -> str:
@@ -128,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rb-hl7-")))
         rows += run_reference(messages)
+        rows += run_floor(messages, workdir)
         if "postgresql" in kinds:
             stack.enter_context(stores.postgres_database())
         for kind in kinds:
